@@ -1,0 +1,262 @@
+"""The one train-epoch / evaluate loop used by every caller.
+
+A hospital's Flower client, the centralised baseline, the research harness and the benchmarks
+all call :func:`train_one_epoch` and :func:`evaluate`; nothing else trains or scores a model.
+Batches are sliced from in-memory tensors (the preprocessing cache), so there is no per-sample
+Python work on the hot path: label dropout and augmentation act on whole batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from common.augment import Augmentation
+from common.cache import SiteData
+from common.label_dropout import LabelDropout
+from common.labels import NUM_CLASSES
+from common.losses import LossName, SegmentationLoss
+from common.metrics import DiceAccumulator, SegmentationScores
+
+
+class TrainConfig(BaseModel):
+    """Local training settings (per site in a federation, or the pooled baseline)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(default=1, ge=1, le=10_000)
+    batch_size: int = Field(default=16, ge=1, le=4096)
+    lr: float = Field(default=1e-3, gt=0, le=1.0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    loss: LossName = "adaptive"
+    dice_weight: float = Field(default=0.0, ge=0)
+    augment: Augmentation = Field(default_factory=Augmentation)
+    amp: bool = True  # only takes effect on CUDA
+
+
+@dataclass
+class SegmentationTensors:
+    """Samples as tensors: images (N, 1, h, w) float32, masks (N, h, w) uint8, labelled (N, 4)
+    bool, full_masks (N, h, w) uint8 or None."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labelled: torch.Tensor
+    full_masks: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @classmethod
+    def from_sites(cls, sites: Sequence[SiteData]) -> SegmentationTensors:
+        """Concatenate sites (the centralised pool, or a single site)."""
+        if not sites:
+            raise ValueError("no site data given")
+        with_full = all(s.full_masks is not None for s in sites)
+        return cls(
+            images=torch.from_numpy(np.concatenate([s.images for s in sites]))[:, None],
+            masks=torch.from_numpy(np.concatenate([s.masks for s in sites])),
+            labelled=torch.from_numpy(np.concatenate([s.labelled for s in sites])),
+            full_masks=(
+                torch.from_numpy(np.concatenate([s.full_masks for s in sites]))  # type: ignore[misc]
+                if with_full else None
+            ),
+        )
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    samples: int
+    seconds: float
+    data_seconds: float  # batch assembly, label dropout, augmentation, host->device copies
+
+
+@dataclass
+class EvalResult:
+    scores: SegmentationScores
+    loss: float
+    samples: int
+    seconds: float
+    per_image_dice: np.ndarray  # (N, 3) LV, MYO, LA; NaN where not scored
+
+
+class ProximalTerm:
+    """FedProx: ``mu / 2 * ||w - w_global||^2`` over the trainable parameters."""
+
+    def __init__(self, model: nn.Module, mu: float) -> None:
+        if mu < 0:
+            raise ValueError(f"proximal mu must be >= 0, got {mu}")
+        self.mu = mu
+        self.reference = [p.detach().clone() for p in model.parameters()]
+
+    def __call__(self, model: nn.Module) -> torch.Tensor:
+        total = sum(((p - r) ** 2).sum() for p, r in zip(model.parameters(), self.reference,
+                                                          strict=True))
+        return 0.5 * self.mu * total
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    if amp and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def needs_grad_scaler(device: torch.device, amp: bool) -> bool:
+    return amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator | None,
+                  shuffle: bool) -> Iterator[torch.Tensor]:
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def train_one_epoch(
+    model: nn.Module,
+    data: SegmentationTensors,
+    optimiser: torch.optim.Optimizer,
+    loss_fn: SegmentationLoss,
+    *,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    dropout: LabelDropout | None = None,
+    augmentation: Augmentation | None = None,
+    amp: bool = True,
+    proximal: ProximalTerm | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> EpochStats:
+    """One pass over ``data`` in a random order drawn from ``generator`` (a CPU generator that
+    also draws label dropout and augmentation, so a seed fixes the whole epoch)."""
+    if len(data) == 0:
+        raise ValueError("cannot train on an empty dataset")
+    model.train()
+    started = time.perf_counter()
+    data_seconds = 0.0
+    loss_sum, seen = 0.0, 0
+    non_blocking = device.type == "cuda"
+    for idx in batch_indices(len(data), batch_size, generator, shuffle=True):
+        t0 = time.perf_counter()
+        masks, labelled = data.masks[idx], data.labelled[idx]
+        if dropout is not None:
+            masks, labelled = dropout(masks, labelled, generator)
+        images = data.images[idx]
+        if augmentation is not None and augmentation.enabled:
+            images, masks = augmentation(images, masks, generator)
+        images = images.to(device, non_blocking=non_blocking)
+        masks = masks.to(device, non_blocking=non_blocking).long()
+        labelled = labelled.to(device, non_blocking=non_blocking)
+        data_seconds += time.perf_counter() - t0
+
+        optimiser.zero_grad(set_to_none=True)
+        with _autocast(device, amp):
+            logits = model(images)
+        loss = loss_fn(logits.float(), masks, labelled)
+        total = loss if proximal is None else loss + proximal(model)
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.step(optimiser)
+            scaler.update()
+        else:
+            total.backward()
+            optimiser.step()
+        loss_sum += float(loss.detach()) * len(idx)
+        seen += len(idx)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return EpochStats(loss_sum / seen, seen, time.perf_counter() - started, data_seconds)
+
+
+ScoreOn = Literal["auto", "full", "labelled"]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    data: SegmentationTensors,
+    *,
+    device: torch.device,
+    batch_size: int = 32,
+    amp: bool = True,
+    loss_fn: SegmentationLoss | None = None,
+    score_on: ScoreOn = "auto",
+) -> EvalResult:
+    """Per-structure Dice of ``model`` on ``data``.
+
+    score_on: ``full`` scores every structure against the full ground truth (synthetic data),
+    ``labelled`` only the labelled structures against the training masks (real data), ``auto``
+    picks ``full`` when the data carry a full ground truth. The loss (adaptive, against the
+    labelled masks) is reported when ``loss_fn`` is given.
+    """
+    if score_on == "full" and data.full_masks is None:
+        raise ValueError("score_on='full' but these data have no full ground truth")
+    use_full = data.full_masks is not None and score_on in ("auto", "full")
+    model.eval()
+    started = time.perf_counter()
+    acc = DiceAccumulator()
+    loss_sum = 0.0
+    for idx in batch_indices(len(data), batch_size, None, shuffle=False):
+        images = data.images[idx].to(device)
+        with _autocast(device, amp):
+            logits = model(images)
+        pred = logits.argmax(1).cpu()
+        if use_full:
+            ref = data.full_masks[idx].long()  # type: ignore[index]
+            scored = torch.ones(len(idx), NUM_CLASSES - 1, dtype=torch.bool)
+        else:
+            ref = data.masks[idx].long()
+            scored = data.labelled[idx][:, 1:]
+        acc.add(pred, ref, scored)
+        if loss_fn is not None:
+            masks = data.masks[idx].to(device).long()
+            labelled = data.labelled[idx].to(device)
+            loss_sum += float(loss_fn(logits.float(), masks, labelled)) * len(idx)
+    per_image = np.concatenate(acc.per_image) if acc.per_image else np.zeros((0, 3))
+    return EvalResult(
+        scores=acc.result(),
+        loss=loss_sum / max(len(data), 1) if loss_fn is not None else float("nan"),
+        samples=len(data),
+        seconds=time.perf_counter() - started,
+        per_image_dice=per_image,
+    )
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, *, device: torch.device,
+            batch_size: int = 32, amp: bool = True) -> torch.Tensor:
+    """Hard label maps (N, h, w) uint8 for images (N, 1, h, w)."""
+    model.eval()
+    out = []
+    for idx in batch_indices(images.shape[0], batch_size, None, shuffle=False):
+        with _autocast(device, amp):
+            out.append(model(images[idx].to(device)).argmax(1).to(torch.uint8).cpu())
+    return torch.cat(out) if out else torch.zeros((0, *images.shape[2:]), dtype=torch.uint8)
+
+
+def make_optimiser(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def make_loss(config: TrainConfig) -> SegmentationLoss:
+    return SegmentationLoss(config.loss, dice_weight=config.dice_weight)
