@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from common.labels import NUM_CLASSES, LabelledSet, Structure
 from common.sample import Sample
@@ -36,20 +36,24 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return image.astype(np.float32, copy=False)
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
     antialias = size[0] < image.shape[0] or size[1] < image.shape[1]
-    out = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+    out = F.interpolate(
+        tensor, size=size, mode="bilinear", align_corners=False, antialias=antialias
+    )
     return out[0, 0].numpy()
 
 
 def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a (H, W) label map by per-class planes: each output pixel takes the class whose
-    bilinearly resampled indicator is largest. Unlike nearest neighbour this keeps thin
-    structures (the myocardium at the apex) continuous when shrinking."""
+    """Resize a (H, W) label map by per-class planes: every class's indicator is resampled
+    bilinearly (area-averaged when shrinking) and each output pixel takes the class with the
+    largest value, so a pixel follows the area it covers rather than one sampled point."""
     if tuple(labels.shape) == tuple(size):
         return labels.astype(np.uint8, copy=False)
     planes = F.one_hot(torch.from_numpy(labels.astype(np.int64)), NUM_CLASSES)
     planes = planes.permute(2, 0, 1)[None].float()
     antialias = size[0] < labels.shape[0] or size[1] < labels.shape[1]
-    out = F.interpolate(planes, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+    out = F.interpolate(
+        planes, size=size, mode="bilinear", align_corners=False, antialias=antialias
+    )
     return out[0].argmax(0).numpy().astype(np.uint8)
 
 
@@ -72,7 +76,9 @@ def restrict_labels(mask: np.ndarray, keep: LabelledSet) -> np.ndarray:
     return out
 
 
-def prepare(sample: Sample, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def prepare(
+    sample: Sample, config: PreprocessConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Sample -> (normalised image float32 (h, w), mask uint8 (h, w), full mask or None)."""
     image = normalise(resize_image(sample.image, config.size), config.normalisation)
     mask = resize_labels(sample.mask, config.size)
