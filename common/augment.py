@@ -44,10 +44,12 @@ class Augmentation(BaseModel):
             [torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1
         ).to(images.dtype)
         grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        out_images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border",
-                                   align_corners=False)
-        out_masks = F.grid_sample(masks[:, None].float(), grid, mode="nearest",
-                                  padding_mode="zeros", align_corners=False)[:, 0].to(masks.dtype)
+        out_images = F.grid_sample(
+            images, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
+        out_masks = F.grid_sample(
+            masks[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False
+        )[:, 0].to(masks.dtype)
         gain = (1 + uniform(self.contrast)).view(b, 1, 1, 1)
         offset = uniform(self.brightness).view(b, 1, 1, 1)
         return out_images * gain + offset, out_masks

@@ -155,11 +155,17 @@ def build_site_arrays(
         if full is not None and full_mask is not None:
             full[i] = full_mask
         meta = sample.meta
-        records.append({
-            "case_id": meta.case_id, "view": meta.view, "phase": meta.phase, "split": meta.split,
-            "frame": meta.frame, "quality": meta.quality,
-            "spacing_mm": None if meta.spacing_mm is None else list(meta.spacing_mm),
-        })
+        records.append(
+            {
+                "case_id": meta.case_id,
+                "view": meta.view,
+                "phase": meta.phase,
+                "split": meta.split,
+                "frame": meta.frame,
+                "quality": meta.quality,
+                "spacing_mm": None if meta.spacing_mm is None else list(meta.spacing_mm),
+            }
+        )
     return SiteData(spec.name, images, masks, labelled, full, records)
 
 
@@ -214,7 +220,10 @@ def load_site_cached(
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=site_dir))
     try:
         manifest = {
-            "site": spec.name, "key": key, "version": CACHE_VERSION, "samples": len(data),
+            "site": spec.name,
+            "key": key,
+            "version": CACHE_VERSION,
+            "samples": len(data),
             "labelled": sorted(s.name for s in data.labelled_set),
             "preprocess": preprocess.model_dump(mode="json"),
             "source": spec.model_dump(mode="json"),
@@ -232,6 +241,11 @@ def load_site_cached(
     for stale in site_dir.iterdir():
         if stale.is_dir() and stale.name != key and not stale.name.startswith("."):
             shutil.rmtree(stale, ignore_errors=True)
-    log.info("cached site %s: %d samples in %.1fs -> %s", spec.name, len(data),
-             time.perf_counter() - started, folder)
+    log.info(
+        "cached site %s: %d samples in %.1fs -> %s",
+        spec.name,
+        len(data),
+        time.perf_counter() - started,
+        folder,
+    )
     return _read(spec.name, folder)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 class EchoflError(Exception):
-    """Base class of the errors echofl raises for bad input (expected, reported without traceback)."""
+    """Base class of the errors raised for bad input: expected, reported without a traceback."""
 
 
 class DataError(EchoflError):

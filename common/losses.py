@@ -33,8 +33,10 @@ def _check_inputs(logits: torch.Tensor, target: torch.Tensor, labelled: torch.Te
     if tuple(target.shape) != (b, h, w):
         raise ValueError(f"target must be (B, H, W) = {(b, h, w)}, got {tuple(target.shape)}")
     if tuple(labelled.shape) != (b, c) or labelled.dtype != torch.bool:
-        raise ValueError(f"labelled must be a bool tensor of shape {(b, c)}, got "
-                         f"{labelled.dtype} {tuple(labelled.shape)}")
+        raise ValueError(
+            f"labelled must be a bool tensor of shape {(b, c)}, got "
+            f"{labelled.dtype} {tuple(labelled.shape)}"
+        )
 
 
 def marginal_background_mask(labelled: torch.Tensor) -> torch.Tensor:

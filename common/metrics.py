@@ -24,15 +24,18 @@ def dice_per_image(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     pred, ref: (B, H, W) integer label maps. Returns (B, 3) float64, columns LV, MYO, LA.
     """
     if pred.shape != ref.shape or pred.ndim != 3:
-        raise ValueError(f"pred and ref must both be (B, H, W), got {tuple(pred.shape)} and "
-                         f"{tuple(ref.shape)}")
+        raise ValueError(
+            f"pred and ref must both be (B, H, W), got {tuple(pred.shape)} and {tuple(ref.shape)}"
+        )
     scores = []
     for s in STRUCTURES:
         p = (pred == int(s)).flatten(1)
         r = (ref == int(s)).flatten(1)
         inter = (p & r).sum(1).double()
         total = (p.sum(1) + r.sum(1)).double()
-        scores.append(torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total)))
+        scores.append(
+            torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+        )
     return torch.stack(scores, dim=1)
 
 
@@ -94,7 +97,8 @@ class DiceAccumulator:
             scores.count[s] = n
             scores.dice[s] = float(self._dice_sum[i] / n) if n else float("nan")
             scores.area_ratio[s] = (
-                float(self._pred_area[i] / self._true_area[i]) if self._true_area[i] > 0
+                float(self._pred_area[i] / self._true_area[i])
+                if self._true_area[i] > 0
                 else float("nan")
             )
         return scores

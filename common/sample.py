@@ -108,7 +108,9 @@ def make_sample(
             )
     if source is not None and meta.source is None:
         meta = SampleMeta(**{**meta.__dict__, "source": str(source)})
-    return Sample(image=image, mask=mask, labelled=frozenset(labelled), meta=meta, full_mask=full_mask)
+    return Sample(
+        image=image, mask=mask, labelled=frozenset(labelled), meta=meta, full_mask=full_mask
+    )
 
 
 def _checked_mask(mask: np.ndarray, where: str | Path | None, what: str) -> np.ndarray:

@@ -37,7 +37,7 @@ class TrainConfig(BaseModel):
     lr: float = Field(default=1e-3, gt=0, le=1.0)
     weight_decay: float = Field(default=0.0, ge=0)
     loss: LossName = "adaptive"
-    dice_weight: float = Field(default=0.0, ge=0)
+    dice_weight: float = Field(default=1.0, ge=0)  # marginal Dice term beside adaptive CE
     augment: Augmentation = Field(default_factory=Augmentation)
     amp: bool = True  # only takes effect on CUDA
 
@@ -67,7 +67,8 @@ class SegmentationTensors:
             labelled=torch.from_numpy(np.concatenate([s.labelled for s in sites])),
             full_masks=(
                 torch.from_numpy(np.concatenate([s.full_masks for s in sites]))  # type: ignore[misc]
-                if with_full else None
+                if with_full
+                else None
             ),
         )
 
@@ -99,8 +100,9 @@ class ProximalTerm:
         self.reference = [p.detach().clone() for p in model.parameters()]
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
-        total = sum(((p - r) ** 2).sum() for p, r in zip(model.parameters(), self.reference,
-                                                          strict=True))
+        total = sum(
+            ((p - r) ** 2).sum() for p, r in zip(model.parameters(), self.reference, strict=True)
+        )
         return 0.5 * self.mu * total
 
 
@@ -125,11 +127,12 @@ def needs_grad_scaler(device: torch.device, amp: bool) -> bool:
     return amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
 
 
-def batch_indices(n: int, batch_size: int, generator: torch.Generator | None,
-                  shuffle: bool) -> Iterator[torch.Tensor]:
+def batch_indices(
+    n: int, batch_size: int, generator: torch.Generator | None, shuffle: bool
+) -> Iterator[torch.Tensor]:
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+        yield order[start : start + batch_size]
 
 
 def train_one_epoch(
@@ -243,8 +246,14 @@ def evaluate(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, *, device: torch.device,
-            batch_size: int = 32, amp: bool = True) -> torch.Tensor:
+def predict(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    device: torch.device,
+    batch_size: int = 32,
+    amp: bool = True,
+) -> torch.Tensor:
     """Hard label maps (N, h, w) uint8 for images (N, 1, h, w)."""
     model.eval()
     out = []

@@ -21,7 +21,11 @@ def full_batch(n: int, size: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
 def test_partial_structures_from_labelled_sets() -> None:
     fed_echo = [{Structure.LV, Structure.MYO, Structure.LA}, {Structure.LV}, {Structure.MYO}]
     assert partially_labelled(fed_echo) == {Structure.LV, Structure.MYO, Structure.LA}
-    sets = [{Structure.LV, Structure.MYO, Structure.LA}, {Structure.LV}, {Structure.LV, Structure.LA}]
+    sets = [
+        {Structure.LV, Structure.MYO, Structure.LA},
+        {Structure.LV},
+        {Structure.LV, Structure.LA},
+    ]
     assert partially_labelled(sets) == {Structure.MYO, Structure.LA}
     assert partially_labelled([{Structure.LV}, {Structure.LV}]) == set()
 

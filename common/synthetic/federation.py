@@ -34,7 +34,7 @@ from common.synthetic.knobs import SynthesisKnobs
 from common.synthetic.vendors import get_vendor
 
 MARKER = ".echofl-synthetic.json"
-GENERATOR_VERSION = 1  # bump when the rendering changes, so old sites are regenerated
+GENERATOR_VERSION = 2  # bump when the rendering changes, so old sites are regenerated
 
 
 class SyntheticSiteConfig(StrictModel):
