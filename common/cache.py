@@ -79,6 +79,14 @@ class SiteData:
             records=[self.records[i] for i in idx],
         )
 
+    def fully_labelled(self) -> SiteData:
+        """The same samples trained on their full ground truth (the synthetic upper bound)."""
+        if self.full_masks is None:
+            raise ValueError(f"site {self.site} has no full ground truth")
+        labelled = np.ones_like(self.labelled)
+        return SiteData(self.site, self.images, self.full_masks.copy(), labelled,
+                        self.full_masks, self.records)
+
     def split(self, name: str) -> SiteData:
         """The samples of one split (``train``, ``val`` or ``test``)."""
         return self.select([i for i, r in enumerate(self.records) if r["split"] == name])

@@ -88,6 +88,8 @@ class EvalResult:
     samples: int
     seconds: float
     per_image_dice: np.ndarray  # (N, 3) LV, MYO, LA; NaN where not scored
+    labelled_scores: SegmentationScores | None = None
+    full_scores: SegmentationScores | None = None
 
 
 class ProximalTerm:
@@ -149,9 +151,14 @@ def train_one_epoch(
     amp: bool = True,
     proximal: ProximalTerm | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    scores: DiceAccumulator | None = None,
 ) -> EpochStats:
     """One pass over ``data`` in a random order drawn from ``generator`` (a CPU generator that
-    also draws label dropout and augmentation, so a seed fixes the whole epoch)."""
+    also draws label dropout and augmentation, so a seed fixes the whole epoch).
+
+    ``scores``, when given, collects Dice of the training batches' predictions against the
+    labels trained on (after label dropout and augmentation), on their labelled structures.
+    """
     if len(data) == 0:
         raise ValueError("cannot train on an empty dataset")
     model.train()
@@ -186,6 +193,8 @@ def train_one_epoch(
             optimiser.step()
         loss_sum += float(loss.detach()) * len(idx)
         seen += len(idx)
+        if scores is not None:
+            scores.add(logits.detach().argmax(1).cpu(), masks.cpu(), labelled.cpu()[:, 1:])
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return EpochStats(loss_sum / seen, seen, time.perf_counter() - started, data_seconds)
@@ -205,43 +214,46 @@ def evaluate(
     loss_fn: SegmentationLoss | None = None,
     score_on: ScoreOn = "auto",
 ) -> EvalResult:
-    """Per-structure Dice of ``model`` on ``data``.
+    """Per-structure Dice of ``model`` on ``data``, in one pass.
 
-    score_on: ``full`` scores every structure against the full ground truth (synthetic data),
-    ``labelled`` only the labelled structures against the training masks (real data), ``auto``
-    picks ``full`` when the data carry a full ground truth. The loss (adaptive, against the
-    labelled masks) is reported when ``loss_fn`` is given.
+    Two scorings are kept: ``labelled_scores`` (only each sample's labelled structures, against
+    its training mask: what a hospital can know) and ``full_scores`` (every structure against
+    the full ground truth, when the data carry one: synthetic research data). ``scores`` is the
+    one ``score_on`` asks for: ``auto`` takes the full ground truth when present. The loss
+    (against the labelled masks) is reported when ``loss_fn`` is given.
     """
     if score_on == "full" and data.full_masks is None:
         raise ValueError("score_on='full' but these data have no full ground truth")
-    use_full = data.full_masks is not None and score_on in ("auto", "full")
     model.eval()
     started = time.perf_counter()
-    acc = DiceAccumulator()
+    labelled_acc = DiceAccumulator()
+    full_acc = DiceAccumulator() if data.full_masks is not None else None
     loss_sum = 0.0
     for idx in batch_indices(len(data), batch_size, None, shuffle=False):
         images = data.images[idx].to(device)
         with _autocast(device, amp):
             logits = model(images)
         pred = logits.argmax(1).cpu()
-        if use_full:
-            ref = data.full_masks[idx].long()  # type: ignore[index]
-            scored = torch.ones(len(idx), NUM_CLASSES - 1, dtype=torch.bool)
-        else:
-            ref = data.masks[idx].long()
-            scored = data.labelled[idx][:, 1:]
-        acc.add(pred, ref, scored)
+        labelled_acc.add(pred, data.masks[idx].long(), data.labelled[idx][:, 1:])
+        if full_acc is not None:
+            everything = torch.ones(len(idx), NUM_CLASSES - 1, dtype=torch.bool)
+            full_acc.add(pred, data.full_masks[idx].long(), everything)  # type: ignore[index]
         if loss_fn is not None:
             masks = data.masks[idx].to(device).long()
             labelled = data.labelled[idx].to(device)
             loss_sum += float(loss_fn(logits.float(), masks, labelled)) * len(idx)
-    per_image = np.concatenate(acc.per_image) if acc.per_image else np.zeros((0, 3))
+    use_full = full_acc is not None and score_on in ("auto", "full")
+    chosen = full_acc if use_full else labelled_acc
+    assert chosen is not None
+    per_image = np.concatenate(chosen.per_image) if chosen.per_image else np.zeros((0, 3))
     return EvalResult(
-        scores=acc.result(),
+        scores=chosen.result(),
         loss=loss_sum / max(len(data), 1) if loss_fn is not None else float("nan"),
         samples=len(data),
         seconds=time.perf_counter() - started,
         per_image_dice=per_image,
+        labelled_scores=labelled_acc.result(),
+        full_scores=None if full_acc is None else full_acc.result(),
     )
 
 

@@ -71,14 +71,20 @@ def run(config: CentralisedConfig) -> dict[str, object]:
 
     started = time.perf_counter()
     model, history = train_pooled(
-        train_parts, train=config.train, model_config=config.model,
-        label_dropout=config.label_dropout, seed=config.seed, device=device,
-        validation=validation, on_epoch=on_epoch,
+        train_parts,
+        train=config.train,
+        model_config=config.model,
+        label_dropout=config.label_dropout,
+        seed=config.seed,
+        device=device,
+        validation=validation,
+        on_epoch=on_epoch,
     )
     train_seconds = time.perf_counter() - started
     scores = results_to_scores(
-        score_sites(model, {**sites, **test_only}, split="test", device=device,
-                    amp=config.train.amp)
+        score_sites(
+            model, {**sites, **test_only}, split="test", device=device, amp=config.train.amp
+        )
     )
     print(format_table(scores, title="\nDice on each site's test split (final model)"))
     config.output_dir.mkdir(parents=True, exist_ok=True)

@@ -43,18 +43,22 @@ RAYLEIGH_LOG_STD_DB = 5.57  # std of 20 log10 of a Rayleigh amplitude
 # Building blocks (pure functions, tested on their own)
 
 
-def smooth_field(rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, int]
-                 ) -> np.ndarray:
+def smooth_field(
+    rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, int]
+) -> np.ndarray:
     """Smooth zero-mean, unit-std random field ``shape`` with about ``cells`` blobs per axis.
 
     White noise on a coarse grid, upsampled bicubically: a cheap stand-in for a Gaussian random
     field (heterogeneity, dropout patches). float32.
     """
     coarse = rng.standard_normal((cells[0] + 3, cells[1] + 3)).astype(np.float32)
-    big = cv2.resize(coarse, (shape[1] + 2 * shape[1] // cells[1],
-                              shape[0] + 2 * shape[0] // cells[0]), interpolation=cv2.INTER_CUBIC)
+    big = cv2.resize(
+        coarse,
+        (shape[1] + 2 * shape[1] // cells[1], shape[0] + 2 * shape[0] // cells[0]),
+        interpolation=cv2.INTER_CUBIC,
+    )
     oy, ox = shape[0] // cells[0], shape[1] // cells[1]
-    field = big[oy:oy + shape[0], ox:ox + shape[1]]
+    field = big[oy : oy + shape[0], ox : ox + shape[1]]
     std = float(field.std())
     return ((field - field.mean()) / max(std, 1e-6)).astype(np.float32)
 
@@ -82,8 +86,9 @@ def _filter_axis(field: np.ndarray, sigma: float, axis: int) -> np.ndarray:
     return cv2.sepFilter2D(field, -1, kx, ky, borderType=cv2.BORDER_REFLECT)
 
 
-def psf_blur(field: np.ndarray, grid: PolarGrid, axial_mm: float, lateral_mm: np.ndarray
-             ) -> np.ndarray:
+def psf_blur(
+    field: np.ndarray, grid: PolarGrid, axial_mm: float, lateral_mm: np.ndarray
+) -> np.ndarray:
     """Blur a complex field ``(n_r, n_theta, 2)`` by the depth-dependent PSF.
 
     axial_mm: axial sigma (mm). lateral_mm: lateral sigma (mm) of every range row ``(n_r,)``;
@@ -114,8 +119,9 @@ def complex_scatterers(rng: np.random.Generator, shape: tuple[int, int]) -> np.n
     return rng.standard_normal((*shape, 2), dtype=np.float32) * np.float32(math.sqrt(0.5))
 
 
-def depth_gains_db(vendor: VendorProfile, r_mm: np.ndarray, tgc_error_db: np.ndarray | float = 0.0
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def depth_gains_db(
+    vendor: VendorProfile, r_mm: np.ndarray, tgc_error_db: np.ndarray | float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Net echo gain and TGC gain (dB) at depths ``r_mm``.
 
     Two-way attenuation ``2 * 0.5 dB/cm/MHz * f * r`` is undone by the TGC to the fraction
@@ -149,8 +155,9 @@ def log_compress(env: np.ndarray, vendor: VendorProfile, gain_db: float) -> np.n
 def scan_convert(polar: np.ndarray, grid: PolarGrid, size: tuple[int, int]) -> np.ndarray:
     """Bilinear scan conversion of a ``(n_r, n_theta)`` image to ``size``; 0 outside the fan."""
     map_beam, map_range, inside = scan_maps(grid, size)
-    out = cv2.remap(polar, map_beam, map_range, interpolation=cv2.INTER_LINEAR,
-                    borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.remap(
+        polar, map_beam, map_range, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
     out[~inside] = 0.0
     return out
 
@@ -181,9 +188,16 @@ class Scanner:
     once here; :meth:`frame` then renders any instant of the heart.
     """
 
-    def __init__(self, vendor: VendorProfile, grid: PolarGrid, size: tuple[int, int],
-                 artefacts: Artefacts, echogenicity_db: np.ndarray, chest_wall_mm: float,
-                 rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        vendor: VendorProfile,
+        grid: PolarGrid,
+        size: tuple[int, int],
+        artefacts: Artefacts,
+        echogenicity_db: np.ndarray,
+        chest_wall_mm: float,
+        rng: np.random.Generator,
+    ) -> None:
         self.vendor = vendor
         self.grid = grid
         self.size = size
@@ -211,8 +225,9 @@ class Scanner:
         self._texture = (0.7 * self._texture + 0.7 * fine).astype(np.float32)
         # Near-field layers of the chest wall (skin, fat, muscle) as depth stripes.
         period = rng.uniform(3.0, 6.0)
-        self._chest_stripes = (3.0 * np.sin(2 * np.pi * r / period + rng.uniform(0, 6.3))
-                               ).astype(np.float32)
+        self._chest_stripes = (3.0 * np.sin(2 * np.pi * r / period + rng.uniform(0, 6.3))).astype(
+            np.float32
+        )
 
         # Dropout patches (where a wall parallel to the beam may vanish).
         patches = smooth_field(rng, shape, (max(depth_cells // 2, 3), 6))
@@ -232,7 +247,7 @@ class Scanner:
         self._lung = np.zeros(shape, bool)
         edge = math.radians(1.5)
         for sh in artefacts.shadows:
-            w = (_sigmoid((theta - sh.theta0) / edge) * _sigmoid((sh.theta1 - theta) / edge))
+            w = _sigmoid((theta - sh.theta0) / edge) * _sigmoid((sh.theta1 - theta) / edge)
             step = _sigmoid((r - sh.start_mm) / 1.5)
             shadow_db += np.float32(sh.loss_db) * step[:, None] * w[None, :]
             if sh.pleura:
@@ -244,8 +259,10 @@ class Scanner:
         self._shadow = (10.0 ** (-shadow_db / 20.0)).astype(np.float32)
 
         # Stationary near-field clutter (reverberations between the probe and the chest wall).
-        haze_profile = artefacts.haze * np.exp(-r / artefacts.haze_length_mm) * (
-            1.0 + 0.6 * np.cos(2 * np.pi * r / artefacts.reverb_period_mm)
+        haze_profile = (
+            artefacts.haze
+            * np.exp(-r / artefacts.haze_length_mm)
+            * (1.0 + 0.6 * np.cos(2 * np.pi * r / artefacts.reverb_period_mm))
         )
         clutter = complex_scatterers(rng, shape)
         lateral = np.full(grid.n_r, 4.0, np.float32)  # reverberation texture: laterally smeared
@@ -276,8 +293,10 @@ class Scanner:
         chest = classes == Tissue.CHEST_WALL
         db[chest] += np.broadcast_to(self._chest_stripes[:, None], db.shape)[chest]
         parallel, edge = self._orientation(db)
-        loss = (self.art.orientation_db * parallel
-                + self.art.dropout_db * self._dropout * np.sqrt(parallel)) * self._loss_w[classes]
+        loss = (
+            self.art.orientation_db * parallel
+            + self.art.dropout_db * self._dropout * np.sqrt(parallel)
+        ) * self._loss_w[classes]
         gain = (self.art.specular_db * (1.0 - parallel) * edge) * self._spec_w[classes]
         return db - loss + gain + self._pleura_db
 
@@ -313,15 +332,22 @@ class Scanner:
         power = amplitude * amplitude
         # The spread is smooth: compute it on a 4x coarser grid (a large kernel at full size
         # would cost more than the rest of the frame).
-        small = cv2.resize(power, (max(g.n_theta // 4, 8), max(g.n_r // 4, 8)),
-                           interpolation=cv2.INTER_AREA)
-        spread = cv2.GaussianBlur(small, (0, 0), sigmaX=max(np.radians(8.0) / g.dtheta / 4, 1.0),
-                                  sigmaY=max(2.0 / g.dr / 4, 0.5), borderType=cv2.BORDER_REFLECT)
+        small = cv2.resize(
+            power, (max(g.n_theta // 4, 8), max(g.n_r // 4, 8)), interpolation=cv2.INTER_AREA
+        )
+        spread = cv2.GaussianBlur(
+            small,
+            (0, 0),
+            sigmaX=max(np.radians(8.0) / g.dtheta / 4, 1.0),
+            sigmaY=max(2.0 / g.dr / 4, 0.5),
+            borderType=cv2.BORDER_REFLECT,
+        )
         spread = cv2.resize(spread, (g.n_theta, g.n_r), interpolation=cv2.INTER_LINEAR)
         return np.sqrt(power + spread * np.float32(self._sidelobe_power))
 
-    def frame(self, shape: HeartShape, rng: np.random.Generator, continuous: bool = False
-              ) -> np.ndarray:
+    def frame(
+        self, shape: HeartShape, rng: np.random.Generator, continuous: bool = False
+    ) -> np.ndarray:
         """Render one instant: display image ``(H, W)`` float32 in [0, 1], 0 outside the fan.
 
         continuous: the previous rendered frame is its neighbour in time (a clip): speckle then
@@ -340,8 +366,9 @@ class Scanner:
                     rho = np.float32(v.frame_correlation)
                     scat = rho * self._prev_scatterers + np.sqrt(1 - rho * rho) * scat
                 self._prev_scatterers = scat
-            field = psf_blur(scat * amplitude[..., None], self.grid, v.axial_psf_mm,
-                             self._lateral_mm)
+            field = psf_blur(
+                scat * amplitude[..., None], self.grid, v.axial_psf_mm, self._lateral_mm
+            )
             field += self._haze
             field += complex_scatterers(rng, classes.shape) * self._noise_amp[:, None, None]
             looks.append(envelope(field))
@@ -358,4 +385,3 @@ class Scanner:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
-

@@ -174,8 +174,11 @@ class HeartShape:
 
     def area_mm2(self) -> dict[str, float]:
         """Analytic areas (mm²) of the LV cavity, the MYO band and the LA."""
-        return {"LV": polygon_area(self.lv), "MYO": polygon_area(self.myo),
-                "LA": polygon_area(self.la)}
+        return {
+            "LV": polygon_area(self.lv),
+            "MYO": polygon_area(self.myo),
+            "LA": polygon_area(self.la),
+        }
 
     def lv_volume_ml(self) -> float:
         """Single-plane area-length volume ``8 A² / (3 π L)`` (ml, with A in cm² and L in cm)."""
@@ -232,8 +235,9 @@ def sample_heart(rng: np.random.Generator, phenotype: Phenotype, body_scale: flo
     )
     chest = u(8.0, 16.0)
     apex_depth = (chest + 2.0 + wall * 0.7 + u(0.0, 8.0)) * body_scale
-    placement = Placement((u(-4.0, 8.0) * body_scale, apex_depth), deg(4.0 + u(-12.0, 12.0)),
-                          body_scale)
+    placement = Placement(
+        (u(-4.0, 8.0) * body_scale, apex_depth), deg(4.0 + u(-12.0, 12.0)), body_scale
+    )
     return HeartParams(
         phenotype=phenotype,
         placement=placement,
@@ -301,8 +305,9 @@ def _window(s: np.ndarray, s0: float, s1: float, ramp: float = 0.08) -> np.ndarr
     return 0.5 - 0.5 * np.cos(math.pi * np.minimum(up, down))
 
 
-def _ellipse_profile(t: np.ndarray, length: float, half_width: float, top_half: float
-                     ) -> np.ndarray:
+def _ellipse_profile(
+    t: np.ndarray, length: float, half_width: float, top_half: float
+) -> np.ndarray:
     """Half-width of an ellipse spanning ``[-t0, length]`` whose width at t = 0 is ``top_half``.
 
     Used for the atria: the ellipse is cut by the valve plane at t = 0, where its half-width
@@ -315,8 +320,14 @@ def _ellipse_profile(t: np.ndarray, length: float, half_width: float, top_half: 
     return b * np.sqrt(np.clip(1.0 - ((t - centre) / a) ** 2, 0.0, None))
 
 
-def _atrium(origin: np.ndarray, length: float, half_width: float, top_half: float, tilt: float,
-            pert: tuple[tuple[float, float], ...] | None) -> np.ndarray:
+def _atrium(
+    origin: np.ndarray,
+    length: float,
+    half_width: float,
+    top_half: float,
+    tilt: float,
+    pert: tuple[tuple[float, float], ...] | None,
+) -> np.ndarray:
     """Closed atrium polygon in local coordinates, from the left top corner around to the right.
 
     ``origin`` is the middle of the valve line (local ``(v, t)``); the axis is sheared by
@@ -337,8 +348,14 @@ def _atrium(origin: np.ndarray, length: float, half_width: float, top_half: floa
     return np.vstack([left, right[-2::-1]])
 
 
-def _leaflet(hinge: np.ndarray, closed_tip: np.ndarray, open_dir: np.ndarray, length: float,
-             opening: float, thickness: float) -> np.ndarray:
+def _leaflet(
+    hinge: np.ndarray,
+    closed_tip: np.ndarray,
+    open_dir: np.ndarray,
+    length: float,
+    opening: float,
+    thickness: float,
+) -> np.ndarray:
     """Polygon of one valve leaflet (quadratic curve from the hinge), local coordinates."""
     open_tip = hinge + open_dir * length
     tip = (1.0 - opening) * closed_tip + opening * open_tip
@@ -349,8 +366,9 @@ def _leaflet(hinge: np.ndarray, closed_tip: np.ndarray, open_dir: np.ndarray, le
     return thick_polyline(curve, thickness)
 
 
-def heart_at(p: HeartParams, contraction: float, valve_opening: float = 0.0,
-             detail: bool = True) -> HeartShape:
+def heart_at(
+    p: HeartParams, contraction: float, valve_opening: float = 0.0, detail: bool = True
+) -> HeartShape:
     """The heart of ``p`` at ``contraction`` (0 = ED, 1 = ES) with the valves ``valve_opening``.
 
     ``valve_opening`` (0 closed, 1 wide open) is 0 at ED and ES (both valves closed).
@@ -419,8 +437,11 @@ def heart_at(p: HeartParams, contraction: float, valve_opening: float = 0.0,
     ma_half = 0.5 * float(np.linalg.norm(ma_lat - ma_sept))
     # The LA grows from its ED size, which is at least as wide as the ED annulus (dilated hearts
     # have wide annuli); the annulus itself narrows in systole.
-    ma_half_ed = 0.5 * p.lv_half_width * prof[-1] * (
-        2.0 + _series(s[-1:], p.pert_septal)[0] + _series(s[-1:], p.pert_lateral)[0]
+    ma_half_ed = (
+        0.5
+        * p.lv_half_width
+        * prof[-1]
+        * (2.0 + _series(s[-1:], p.pert_septal)[0] + _series(s[-1:], p.pert_lateral)[0])
     )
     la = _atrium(
         mitral_mid,
@@ -434,9 +455,15 @@ def heart_at(p: HeartParams, contraction: float, valve_opening: float = 0.0,
     place = p.placement.apply
     if not detail:
         return HeartShape(
-            contraction=c, lv=place(endo_open), epi=place(epi_open), myo=place(myo),
-            la=place(la), endo_open=place(endo_open), epi_open=place(epi_open),
-            lv_apex=place(np.zeros((1, 2)))[0], mitral_mid=place(mitral_mid[None, :])[0],
+            contraction=c,
+            lv=place(endo_open),
+            epi=place(epi_open),
+            myo=place(myo),
+            la=place(la),
+            endo_open=place(endo_open),
+            epi_open=place(epi_open),
+            lv_apex=place(np.zeros((1, 2)))[0],
+            mitral_mid=place(mitral_mid[None, :])[0],
             layers=(),
         )
 
@@ -446,7 +473,7 @@ def heart_at(p: HeartParams, contraction: float, valve_opening: float = 0.0,
     z_rva = p.rv_apex_s * p.lv_length
     rv_len_ed = p.lv_length - p.tv_offset - z_rva
     z_tv = min(z_rva + rv_len_ed * (1.0 - p.rv_shortening * c), length - 2.0)
-    epi_left = epi_open[: _N_SIDE][::-1]  # septal epicardium, apex -> base (t increasing)
+    epi_left = epi_open[:_N_SIDE][::-1]  # septal epicardium, apex -> base (t increasing)
     zs = np.maximum.accumulate(epi_left[:, 1])
     z = np.linspace(z_rva, z_tv, 40)
     v_sept = np.interp(z, zs, epi_left[:, 0]) + 1.5  # overlap into the septum (covered by MYO)
@@ -479,20 +506,46 @@ def heart_at(p: HeartParams, contraction: float, valve_opening: float = 0.0,
     coapt = mitral_mid + np.array([0.0, -p.mv_tenting])
     deg10 = math.radians(10.0)
     mitral = [
-        _leaflet(ma_sept, coapt, np.array([math.sin(deg10), -math.cos(deg10)]),
-                 p.mv_anterior, o, thickness),
-        _leaflet(ma_lat, coapt, np.array([-math.sin(deg10), -math.cos(deg10)]),
-                 p.mv_posterior, o, thickness),
+        _leaflet(
+            ma_sept,
+            coapt,
+            np.array([math.sin(deg10), -math.cos(deg10)]),
+            p.mv_anterior,
+            o,
+            thickness,
+        ),
+        _leaflet(
+            ma_lat,
+            coapt,
+            np.array([-math.sin(deg10), -math.cos(deg10)]),
+            p.mv_posterior,
+            o,
+            thickness,
+        ),
     ]
     t_coapt = tv_mid + np.array([0.0, -2.0])
     tricuspid = [
-        _leaflet(tv_sept, t_coapt, np.array([-math.sin(deg10), -math.cos(deg10)]),
-                 0.8 * p.mv_anterior, o, thickness),
-        _leaflet(tv_free, t_coapt, np.array([math.sin(deg10), -math.cos(deg10)]),
-                 0.8 * p.mv_posterior, o, thickness),
+        _leaflet(
+            tv_sept,
+            t_coapt,
+            np.array([-math.sin(deg10), -math.cos(deg10)]),
+            0.8 * p.mv_anterior,
+            o,
+            thickness,
+        ),
+        _leaflet(
+            tv_free,
+            t_coapt,
+            np.array([math.sin(deg10), -math.cos(deg10)]),
+            0.8 * p.mv_posterior,
+            o,
+            thickness,
+        ),
     ]
-    annuli = [ellipse((float(q_[0]), float(q_[1])), 2.2, 2.2, 0.0, 16)
-              for q_ in (ma_sept, ma_lat, tv_sept, tv_free)]
+    annuli = [
+        ellipse((float(q_[0]), float(q_[1])), 2.2, 2.2, 0.0, 16)
+        for q_ in (ma_sept, ma_lat, tv_sept, tv_free)
+    ]
 
     # Anterolateral papillary muscle: a finger rooted in the lateral wall, pointing towards the
     # mitral valve; shorter and thicker in systole.
@@ -505,8 +558,9 @@ def heart_at(p: HeartParams, contraction: float, valve_opening: float = 0.0,
     trabeculae = []
     for s_t, side, radius, inset in p.trabeculae:
         h_t = float(np.interp(s_t, s, h_left if side < 0 else h_right))
-        trabeculae.append(ellipse((side * max(h_t - inset, 0.0), s_t * length), radius,
-                                  1.6 * radius, 0.0, 12))
+        trabeculae.append(
+            ellipse((side * max(h_t - inset, 0.0), s_t * length), radius, 1.6 * radius, 0.0, 12)
+        )
 
     moderator = []
     if p.moderator_band is not None:
@@ -543,7 +597,7 @@ def heart_at(p: HeartParams, contraction: float, valve_opening: float = 0.0,
     # Interatrial septum: thin wall tissue filling the gap between the RA and the LA, so that the
     # pericardium painted around each atrium does not show between them.
     la_left = la[: len(la) // 2 + 1]
-    ra_right = ra[len(ra) // 2:][::-1]
+    ra_right = ra[len(ra) // 2 :][::-1]
     z_top = max(float(la_left[0, 1]), float(ra_right[0, 1])) + 1.0
     z_bottom = min(float(la_left[-1, 1]), float(ra_right[-1, 1])) - 2.0
     septum: list[np.ndarray] = []
@@ -617,9 +671,14 @@ def _ed_myo_area_local(p: HeartParams) -> float:
 # Placement in the fan
 
 
-def fit_to_sector(p: HeartParams, geometry: SectorGeometry, max_depth_mm: float | None = None,
-                  contractions: tuple[float, ...] = (0.0, 1.0), margin_deg: float = 2.5,
-                  margin_mm: float = 3.0) -> tuple[HeartParams, SectorGeometry]:
+def fit_to_sector(
+    p: HeartParams,
+    geometry: SectorGeometry,
+    max_depth_mm: float | None = None,
+    contractions: tuple[float, ...] = (0.0, 1.0),
+    margin_deg: float = 2.5,
+    margin_mm: float = 3.0,
+) -> tuple[HeartParams, SectorGeometry]:
     """Aim the probe at the heart: returns the placed heart and the (maybe deeper) geometry.
 
     A sonographer centres the LV and keeps the LA in view. This turns the heart about the probe
@@ -653,8 +712,9 @@ def fit_to_sector(p: HeartParams, geometry: SectorGeometry, max_depth_mm: float 
             geometry = SectorGeometry(max_depth, geometry.sector_deg)
             r_apex = math.hypot(*p.placement.apex)
             factor = (max_depth - margin_mm - r_apex) / max(deepest - r_apex, 1.0)
-            p = p.with_placement(dataclasses.replace(p.placement,
-                                                     scale=p.placement.scale * min(factor, 0.99)))
+            p = p.with_placement(
+                dataclasses.replace(p.placement, scale=p.placement.scale * min(factor, 0.99))
+            )
     return p, geometry
 
 

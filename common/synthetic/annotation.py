@@ -56,8 +56,13 @@ def traced_contours(shape: HeartShape, rng: np.random.Generator, jitter_mm: floa
     )
 
 
-def _displace(curve: np.ndarray, rng: np.random.Generator, sigma: float, anchored: bool,
-              closed_for_sign: np.ndarray) -> np.ndarray:
+def _displace(
+    curve: np.ndarray,
+    rng: np.random.Generator,
+    sigma: float,
+    anchored: bool,
+    closed_for_sign: np.ndarray,
+) -> np.ndarray:
     n = len(curve)
     # Open profile: the curve's two ends are the annulus points (LV, LA) or the base ends (MYO).
     bump = smooth_bump(n, rng, sigma, n_harmonics=6)
@@ -67,12 +72,16 @@ def _displace(curve: np.ndarray, rng: np.random.Generator, sigma: float, anchore
     return curve + normals(curve, False, outward_sign_of(closed_for_sign)) * bump[:, None]
 
 
-def rasterise_labels(contours: LabelContours, geometry: SectorGeometry, size: tuple[int, int]
-                     ) -> np.ndarray:
+def rasterise_labels(
+    contours: LabelContours, geometry: SectorGeometry, size: tuple[int, int]
+) -> np.ndarray:
     """uint8 ``(H, W)`` label map: LA, then MYO (epicardium), then LV painted over; 0 outside."""
     labels = np.zeros(size, np.uint8)
-    for poly, value in ((contours.la, Structure.LA), (contours.epi, Structure.MYO),
-                        (contours.lv, Structure.LV)):
+    for poly, value in (
+        (contours.la, Structure.LA),
+        (contours.epi, Structure.MYO),
+        (contours.lv, Structure.LV),
+    ):
         fill_polygon(labels, geometry.to_pixels(densify(poly, 0.5, closed=True), size), int(value))
     labels[~sector_mask(geometry, size)] = 0
     return labels

@@ -21,8 +21,11 @@ from common.synthetic.generator import case_seed, render_case
 from common.synthetic.knobs import SynthesisKnobs
 from common.synthetic.vendors import VENDORS, VendorProfile, get_vendor
 
-_OUTLINE_RGB = {Structure.LV: (255, 60, 60), Structure.MYO: (60, 220, 60),
-                Structure.LA: (70, 140, 255)}
+_OUTLINE_RGB = {
+    Structure.LV: (255, 60, 60),
+    Structure.MYO: (60, 220, 60),
+    Structure.LA: (70, 140, 255),
+}
 _PX_PER_MM = 0.8
 _PAD = 4
 _LABEL_W = 120
@@ -44,16 +47,19 @@ def _outlined(gray: Image.Image, labels: Image.Image) -> Image.Image:
     for structure, colour in _OUTLINE_RGB.items():
         m = lab == int(structure)
         inner = m.copy()
-        inner[1:-1, 1:-1] = (m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2]
-                             & m[1:-1, 2:])
+        inner[1:-1, 1:-1] = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
         rgb[m & ~inner] = colour
     return Image.fromarray(rgb)
 
 
-def save_contact_sheet(path: str | Path, vendors: Sequence[VendorProfile] | None = None,
-                       n_per_vendor: int = 3, seed: int = 0,
-                       size: tuple[int, int] | None = None,
-                       knobs: SynthesisKnobs | None = None) -> Path:
+def save_contact_sheet(
+    path: str | Path,
+    vendors: Sequence[VendorProfile] | None = None,
+    n_per_vendor: int = 3,
+    seed: int = 0,
+    size: tuple[int, int] | None = None,
+    knobs: SynthesisKnobs | None = None,
+) -> Path:
     """Write the PNG contact sheet and return its path.
 
     vendors: rows (default: every built-in profile, U last). n_per_vendor: cases per row.
@@ -67,17 +73,26 @@ def save_contact_sheet(path: str | Path, vendors: Sequence[VendorProfile] | None
     for vendor in vendors:
         tiles: list[tuple[Image.Image, str]] = []
         for i in range(n_per_vendor):
-            case = render_case(vendor, seed=case_seed(seed, vendor.name, i),
-                               case_id=f"{vendor.name}{i}", size=size, knobs=knobs)
+            case = render_case(
+                vendor,
+                seed=case_seed(seed, vendor.name, i),
+                case_id=f"{vendor.name}{i}",
+                size=size,
+                knobs=knobs,
+            )
             rec = case.recording
             caption = f"{rec.info['quality']} {rec.info['phenotype']} EF {rec.info['ef']}"
-            grays = [_physical(rec.frames[k], rec.spacing_mm, Image.BILINEAR) for k in (rec.ed,
-                                                                                         rec.es)]
-            labs = [_physical(rec.labels[k], rec.spacing_mm, Image.NEAREST) for k in (rec.ed,
-                                                                                      rec.es)]
+            grays = [
+                _physical(rec.frames[k], rec.spacing_mm, Image.BILINEAR) for k in (rec.ed, rec.es)
+            ]
+            labs = [
+                _physical(rec.labels[k], rec.spacing_mm, Image.NEAREST) for k in (rec.ed, rec.es)
+            ]
             tiles += [(grays[0].convert("RGB"), f"ED {caption}"), (grays[1].convert("RGB"), "ES")]
-            tiles += [(_outlined(g, lab), phase) for g, lab, phase in
-                      zip(grays, labs, ("ED labels", "ES labels"), strict=True)]
+            tiles += [
+                (_outlined(g, lab), phase)
+                for g, lab, phase in zip(grays, labs, ("ED labels", "ES labels"), strict=True)
+            ]
         rows.append(tiles)
 
     tile_w = max(t.width for row in rows for t, _ in row)
@@ -87,8 +102,11 @@ def save_contact_sheet(path: str | Path, vendors: Sequence[VendorProfile] | None
     height = _HEADER_H + sum(h + _CAPTION_H + _PAD for h in row_h) + _PAD
     sheet = Image.new("RGB", (width, height), (24, 24, 24))
     draw = ImageDraw.Draw(sheet)
-    draw.text((_PAD, 2), f"synthetic A4C, seed {seed}, {_PX_PER_MM:g} px/mm; outlines: "
-              "LV red, MYO green, LA blue", fill=(220, 220, 220))
+    draw.text(
+        (_PAD, 2),
+        f"synthetic A4C, seed {seed}, {_PX_PER_MM:g} px/mm; outlines: LV red, MYO green, LA blue",
+        fill=(220, 220, 220),
+    )
     y = _HEADER_H
     for vendor, row, h in zip(vendors, rows, row_h, strict=True):
         draw.text((_PAD, y + 2), f"{vendor.name}", fill=(255, 255, 255))
@@ -132,8 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         h, w = (int(v) for v in args.size.lower().split("x"))
         size = (h, w)
     vendors = [get_vendor(n) for n in args.vendors.split(",") if n.strip()]
-    out = save_contact_sheet(args.out, vendors, args.n, args.seed, size,
-                             SynthesisKnobs(difficulty=args.difficulty))
+    out = save_contact_sheet(
+        args.out, vendors, args.n, args.seed, size, SynthesisKnobs(difficulty=args.difficulty)
+    )
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -133,21 +133,38 @@ def settings_hash(site: SyntheticSiteConfig, seed: int, knobs: SynthesisKnobs) -
 
 def _render(args: tuple[str, int, str, tuple[int, int] | None, int, str, dict]) -> Recording:
     vendor, seed, case_id, size, frames, split, knobs = args
-    return generate_recording(get_vendor(vendor), seed=seed, case_id=case_id, size=size,
-                              n_frames=frames, split=split,  # type: ignore[arg-type]
-                              knobs=SynthesisKnobs.model_validate(knobs))
+    return generate_recording(
+        get_vendor(vendor),
+        seed=seed,
+        case_id=case_id,
+        size=size,
+        n_frames=frames,
+        split=split,  # type: ignore[arg-type]
+        knobs=SynthesisKnobs.model_validate(knobs),
+    )
 
 
-def render_site(site: SyntheticSiteConfig, seed: int, knobs: SynthesisKnobs,
-                workers: int) -> list[Recording]:
+def render_site(
+    site: SyntheticSiteConfig, seed: int, knobs: SynthesisKnobs, workers: int
+) -> list[Recording]:
     """All recordings of one site (deterministic whatever the number of workers)."""
     sseed = site_seed(seed, site.name)
-    splits = (["test"] * site.cases if site.role == "test"
-              else assign_splits(site.cases, site.split, sseed))
+    splits = (
+        ["test"] * site.cases
+        if site.role == "test"
+        else assign_splits(site.cases, site.split, sseed)
+    )
     prefix = f"{site.name.lower()}"
     jobs = [
-        (site.vendor, case_seed(sseed, site.vendor, i), f"{prefix}{i + 1:04d}", site.size,
-         site.frames, splits[i], knobs.model_dump())
+        (
+            site.vendor,
+            case_seed(sseed, site.vendor, i),
+            f"{prefix}{i + 1:04d}",
+            site.size,
+            site.frames,
+            splits[i],
+            knobs.model_dump(),
+        )
         for i in range(site.cases)
     ]
     if workers <= 1 or len(jobs) < 4:
@@ -180,15 +197,26 @@ def generate_federation(
         shutil.rmtree(tmp, ignore_errors=True)
         labelled = sorted(s.name for s in site.labelled) if site.labelled else None
         write_site(site.format, tmp, recordings, labelled=labelled)
-        (tmp / MARKER).write_text(json.dumps({
-            "hash": digest, "vendor": site.vendor, "format": site.format,
-            "cases": site.cases, "role": site.role, "seed": config.seed,
-        }, indent=2))
+        (tmp / MARKER).write_text(
+            json.dumps(
+                {
+                    "hash": digest,
+                    "vendor": site.vendor,
+                    "format": site.format,
+                    "cases": site.cases,
+                    "role": site.role,
+                    "seed": config.seed,
+                },
+                indent=2,
+            )
+        )
         shutil.rmtree(root, ignore_errors=True)
         tmp.rename(root)
         seconds = time.perf_counter() - started
         frames = sum(r.frames.shape[0] for r in recordings)
-        progress(f"site {site.name}: vendor {site.vendor}, {site.format}, {site.cases} cases, "
-                 f"{frames} frames in {seconds:.1f}s -> {root}")
+        progress(
+            f"site {site.name}: vendor {site.vendor}, {site.format}, {site.cases} cases, "
+            f"{frames} frames in {seconds:.1f}s -> {root}"
+        )
         out.append(GeneratedSite(site, root, False, seconds))
     return out

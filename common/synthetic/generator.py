@@ -58,9 +58,16 @@ class SyntheticCase:
     artefacts: Artefacts
 
 
-def render_case(vendor: VendorProfile, *, seed: int, case_id: str,
-                size: tuple[int, int] | None = None, n_frames: int = 2, split: Split = "train",
-                knobs: SynthesisKnobs | None = None) -> SyntheticCase:
+def render_case(
+    vendor: VendorProfile,
+    *,
+    seed: int,
+    case_id: str,
+    size: tuple[int, int] | None = None,
+    n_frames: int = 2,
+    split: Split = "train",
+    knobs: SynthesisKnobs | None = None,
+) -> SyntheticCase:
     """Render one case; see :func:`generate_recording` for the arguments."""
     knobs = knobs or _DEFAULT_KNOBS
     if split not in SPLITS:
@@ -103,8 +110,15 @@ def render_case(vendor: VendorProfile, *, seed: int, case_id: str,
     echogenicity = sample_echogenicity(rng_quality)
 
     grid = polar_grid_for(geometry, out_size, vendor.axial_psf_mm)
-    scanner = Scanner(vendor, grid, out_size, artefacts, echogenicity, params.chest_wall,
-                      np.random.default_rng(scanner_ss))
+    scanner = Scanner(
+        vendor,
+        grid,
+        out_size,
+        artefacts,
+        echogenicity,
+        params.chest_wall,
+        np.random.default_rng(scanner_ss),
+    )
     inside = sector_mask(geometry, out_size)
 
     contraction, opening, ed, es = cycle_phases(n_frames)
@@ -128,8 +142,8 @@ def render_case(vendor: VendorProfile, *, seed: int, case_id: str,
     if knobs.flip_lr:
         frames = np.ascontiguousarray(frames[:, :, ::-1])
         labels = np.ascontiguousarray(labels[:, :, ::-1])
-        anatomy = labels if knobs.annotation_jitter_mm == 0 else np.ascontiguousarray(
-            anatomy[:, :, ::-1]
+        anatomy = (
+            labels if knobs.annotation_jitter_mm == 0 else np.ascontiguousarray(anatomy[:, :, ::-1])
         )
 
     edv, esv = shapes[ed].lv_volume_ml(), shapes[es].lv_volume_ml()
@@ -164,9 +178,16 @@ def render_case(vendor: VendorProfile, *, seed: int, case_id: str,
     return SyntheticCase(recording, anatomy, params, geometry, artefacts)
 
 
-def generate_recording(vendor: VendorProfile, *, seed: int, case_id: str,
-                       size: tuple[int, int] | None = None, n_frames: int = 2,
-                       split: Split = "train", knobs: SynthesisKnobs | None = None) -> Recording:
+def generate_recording(
+    vendor: VendorProfile,
+    *,
+    seed: int,
+    case_id: str,
+    size: tuple[int, int] | None = None,
+    n_frames: int = 2,
+    split: Split = "train",
+    knobs: SynthesisKnobs | None = None,
+) -> Recording:
     """One synthetic apical four-chamber acquisition of one case.
 
     vendor: the scanner profile (see :mod:`common.synthetic.vendors`).
@@ -180,8 +201,9 @@ def generate_recording(vendor: VendorProfile, *, seed: int, case_id: str,
     ``(depth / H, sector width / W)`` mm, ``info`` with vendor, quality (Good/Medium/Poor),
     phenotype, ef (%, single-plane area-length), edv_ml/esv_ml, sex, age (years) and settings.
     """
-    return render_case(vendor, seed=seed, case_id=case_id, size=size, n_frames=n_frames,
-                       split=split, knobs=knobs).recording
+    return render_case(
+        vendor, seed=seed, case_id=case_id, size=size, n_frames=n_frames, split=split, knobs=knobs
+    ).recording
 
 
 def case_seed(seed: int, vendor_name: str, index: int) -> int:
@@ -195,8 +217,11 @@ def case_seed(seed: int, vendor_name: str, index: int) -> int:
 
 def assign_splits(n_cases: int, fractions: tuple[float, float, float], seed: int) -> list[Split]:
     """Split of every case: ``round(f * n)`` train and val cases, the rest test; shuffled."""
-    if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0,
-                                                                      abs_tol=1e-6):
+    if (
+        len(fractions) != 3
+        or min(fractions) < 0
+        or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)
+    ):
         raise ValueError(f"split_fractions {fractions} must be three numbers >= 0 summing to 1")
     n_train = round(fractions[0] * n_cases)
     n_val = min(round(fractions[1] * n_cases), n_cases - n_train)
@@ -206,11 +231,17 @@ def assign_splits(n_cases: int, fractions: tuple[float, float, float], seed: int
     return [order[i] for i in perm]
 
 
-def generate_site(vendor: VendorProfile, n_cases: int, seed: int,
-                  size: tuple[int, int] | None = None, n_frames: int = 2,
-                  split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), *,
-                  knobs: SynthesisKnobs | None = None, case_prefix: str = "case"
-                  ) -> list[Recording]:
+def generate_site(
+    vendor: VendorProfile,
+    n_cases: int,
+    seed: int,
+    size: tuple[int, int] | None = None,
+    n_frames: int = 2,
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    *,
+    knobs: SynthesisKnobs | None = None,
+    case_prefix: str = "case",
+) -> list[Recording]:
     """``n_cases`` recordings of one vendor, named ``<case_prefix>0001`` ... with their splits.
 
     Case i uses :func:`case_seed` ``(seed, vendor.name, i)``: its images do not depend on
@@ -221,8 +252,14 @@ def generate_site(vendor: VendorProfile, n_cases: int, seed: int,
         raise ValueError(f"n_cases must be >= 0, got {n_cases}")
     splits = assign_splits(n_cases, split_fractions, seed)
     return [
-        generate_recording(vendor, seed=case_seed(seed, vendor.name, i),
-                           case_id=f"{case_prefix}{i + 1:04d}", size=size, n_frames=n_frames,
-                           split=splits[i], knobs=knobs)
+        generate_recording(
+            vendor,
+            seed=case_seed(seed, vendor.name, i),
+            case_id=f"{case_prefix}{i + 1:04d}",
+            size=size,
+            n_frames=n_frames,
+            split=splits[i],
+            knobs=knobs,
+        )
         for i in range(n_cases)
     ]

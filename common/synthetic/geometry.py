@@ -100,8 +100,9 @@ class PolarGrid:
         fill_polygon(target, self.to_indices(densify(poly_mm, 1.0, closed=True)), value)
 
 
-def polar_grid_for(geometry: SectorGeometry, size: tuple[int, int], axial_psf_mm: float
-                   ) -> PolarGrid:
+def polar_grid_for(
+    geometry: SectorGeometry, size: tuple[int, int], axial_psf_mm: float
+) -> PolarGrid:
     """Beam grid fine enough for an output image of ``size`` and the vendor's axial PSF.
 
     Range: 1.5 samples per output row, and one per two axial PSF sigmas where that is finer, but
@@ -119,8 +120,9 @@ def polar_grid_for(geometry: SectorGeometry, size: tuple[int, int], axial_psf_mm
 
 
 @functools.lru_cache(maxsize=64)
-def _scan_maps(depth_mm: float, sector_deg: float, h: int, w: int, n_r: int, n_theta: int
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _scan_maps(
+    depth_mm: float, sector_deg: float, h: int, w: int, n_r: int, n_theta: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     grid = PolarGrid(SectorGeometry(depth_mm, sector_deg), n_r, n_theta)
     geom = grid.geometry
     dz, dx = geom.spacing_mm((h, w))
@@ -144,11 +146,13 @@ def scan_maps(grid: PolarGrid, size: tuple[int, int]) -> tuple[np.ndarray, np.nd
     centre, the mask is True where the pixel centre lies inside the fan. Cached (read-only).
     """
     g = grid.geometry
-    return _scan_maps(round(g.depth_mm, 6), round(g.sector_deg, 6), size[0], size[1], grid.n_r,
-                      grid.n_theta)
+    return _scan_maps(
+        round(g.depth_mm, 6), round(g.sector_deg, 6), size[0], size[1], grid.n_r, grid.n_theta
+    )
 
 
 def sector_mask(geometry: SectorGeometry, size: tuple[int, int]) -> np.ndarray:
     """Boolean ``(H, W)``: output pixels whose centre lies inside the fan (read-only, cached)."""
-    return _scan_maps(round(geometry.depth_mm, 6), round(geometry.sector_deg, 6), size[0], size[1],
-                      64, 96)[2]
+    return _scan_maps(
+        round(geometry.depth_mm, 6), round(geometry.sector_deg, 6), size[0], size[1], 64, 96
+    )[2]

@@ -15,10 +15,16 @@ Phenotype = Literal["normal", "dilated", "hypertrophic", "infarct"]
 PHENOTYPES: tuple[Phenotype, ...] = ("normal", "dilated", "hypertrophic", "infarct")
 
 ADULT_PHENOTYPE_PROBS: dict[Phenotype, float] = {
-    "normal": 0.60, "dilated": 0.14, "hypertrophic": 0.12, "infarct": 0.14,
+    "normal": 0.60,
+    "dilated": 0.14,
+    "hypertrophic": 0.12,
+    "infarct": 0.14,
 }
 PAEDIATRIC_PHENOTYPE_PROBS: dict[Phenotype, float] = {
-    "normal": 0.85, "dilated": 0.10, "hypertrophic": 0.05, "infarct": 0.0,
+    "normal": 0.85,
+    "dilated": 0.10,
+    "hypertrophic": 0.05,
+    "infarct": 0.0,
 }
 
 

@@ -77,8 +77,9 @@ def outward_sign_of(closed_outline: np.ndarray) -> float:
     return 1.0 if signed_area(closed_outline) > 0 else -1.0
 
 
-def offset(points: np.ndarray, distance: np.ndarray | float, closed: bool, sign: float
-           ) -> np.ndarray:
+def offset(
+    points: np.ndarray, distance: np.ndarray | float, closed: bool, sign: float
+) -> np.ndarray:
     """Move every vertex by ``distance`` (scalar or per vertex, mm) along its outward normal."""
     d = np.broadcast_to(np.asarray(distance, dtype=np.float64), (len(points),))
     return points + normals(points, closed, sign) * d[:, None]
@@ -89,8 +90,9 @@ def offset_polygon(poly: np.ndarray, distance: float) -> np.ndarray:
     return offset(poly, distance, True, outward_sign_of(poly))
 
 
-def ellipse(center: tuple[float, float], semi_x: float, semi_z: float, angle_rad: float = 0.0,
-            n: int = 64) -> np.ndarray:
+def ellipse(
+    center: tuple[float, float], semi_x: float, semi_z: float, angle_rad: float = 0.0, n: int = 64
+) -> np.ndarray:
     """Polygon of an ellipse with semi-axes along x and z before rotation by ``angle_rad``."""
     t = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
     x, z = semi_x * np.cos(t), semi_z * np.sin(t)
@@ -104,8 +106,13 @@ def thick_polyline(points: np.ndarray, width: float) -> np.ndarray:
     return np.vstack([points + n, (points - n)[::-1]])
 
 
-def smooth_bump(n_points: int, rng: np.random.Generator, amplitude: float, n_harmonics: int = 4,
-                closed: bool = False) -> np.ndarray:
+def smooth_bump(
+    n_points: int,
+    rng: np.random.Generator,
+    amplitude: float,
+    n_harmonics: int = 4,
+    closed: bool = False,
+) -> np.ndarray:
     """Smooth random displacement along a curve: a short Fourier series, ``(n_points,)``.
 
     Harmonic k has a standard deviation proportional to 1/k (low frequencies dominate, as for

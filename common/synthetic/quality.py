@@ -68,15 +68,17 @@ class Artefacts:
     lateral_blur: float
 
 
-def sample_quality(rng: np.random.Generator, vendor: VendorProfile, knobs: SynthesisKnobs
-                   ) -> Quality:
+def sample_quality(
+    rng: np.random.Generator, vendor: VendorProfile, knobs: SynthesisKnobs
+) -> Quality:
     """Draw a case's image-quality stratum from the vendor's (or the knobs') probabilities."""
     probs = knobs.quality_probs if knobs.quality_probs is not None else vendor.quality_probs
     return QUALITIES[int(rng.choice(3, p=np.asarray(probs, dtype=float)))]
 
 
-def sample_artefacts(rng: np.random.Generator, vendor: VendorProfile, quality: Quality,
-                     knobs: SynthesisKnobs) -> Artefacts:
+def sample_artefacts(
+    rng: np.random.Generator, vendor: VendorProfile, quality: Quality, knobs: SynthesisKnobs
+) -> Artefacts:
     """Draw one case's artefacts for ``quality`` on ``vendor``, scaled by ``knobs.difficulty``."""
     d = knobs.difficulty
     sev = _SEVERITY[quality] * d
@@ -93,8 +95,14 @@ def sample_artefacts(rng: np.random.Generator, vendor: VendorProfile, quality: Q
         for _ in range(1 + int(quality == "poor" and rng.random() < 0.5)):
             width = math.radians(u(5.0, 14.0))
             centre = float(rng.choice([-1, 1])) * u(0.2, 0.95) * half
-            shadows.append(Shadow(centre - width / 2, centre + width / 2, u(8.0, 25.0),
-                                  u(8.0, 20.0) * min(sev, 1.5)))
+            shadows.append(
+                Shadow(
+                    centre - width / 2,
+                    centre + width / 2,
+                    u(8.0, 25.0),
+                    u(8.0, 20.0) * min(sev, 1.5),
+                )
+            )
     if rng.random() < min(1.0, _LUNG_PROB[quality] * d):
         # The left lung covers the lateral (image right) side of the heart.
         edge = u(0.55, 0.85) * half

@@ -65,11 +65,18 @@ HETEROGENEITY_DB: dict[Tissue, float] = {
 # echo (fibre anisotropy, dropout), interfaces facing the beam add a specular echo (strongest
 # for the fibrous pericardium).
 ORIENTATION_WEIGHT: dict[Tissue, float] = {
-    Tissue.MYOCARDIUM: 1.0, Tissue.WALL: 1.0, Tissue.SCAR: 1.0, Tissue.PERICARDIUM: 0.5,
+    Tissue.MYOCARDIUM: 1.0,
+    Tissue.WALL: 1.0,
+    Tissue.SCAR: 1.0,
+    Tissue.PERICARDIUM: 0.5,
 }
 SPECULAR_WEIGHT: dict[Tissue, float] = {
-    Tissue.MYOCARDIUM: 1.0, Tissue.WALL: 1.0, Tissue.SCAR: 1.0, Tissue.PERICARDIUM: 2.0,
-    Tissue.VALVE: 1.0, Tissue.FIBROUS: 1.0,
+    Tissue.MYOCARDIUM: 1.0,
+    Tissue.WALL: 1.0,
+    Tissue.SCAR: 1.0,
+    Tissue.PERICARDIUM: 2.0,
+    Tissue.VALVE: 1.0,
+    Tissue.FIBROUS: 1.0,
 }
 
 

@@ -1,0 +1,162 @@
+"""The hospital side of echofl: a Flower ClientApp with three thin handlers.
+
+* ``query``: the site's name, labelled set and sample counts per split, nothing else;
+* ``train``: load the global weights, train the configured local epochs with the adaptive loss
+  and label dropout on the structures and probability the coordinator sent, reply weights +
+  scalar metrics (``num-examples`` = training images);
+* ``evaluate``: Dice per structure and loss of the global weights on one split (``val`` by
+  default, ``test`` when the config asks).
+
+The ML lives in :mod:`common.local_training`; handlers decode, call, encode. Failures are
+caught: the coordinator receives a short reason, the site's log keeps the detail.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from common.cache import SiteData
+from common.config import SiteSpec
+from common.errors import EchoflError
+from common.labels import format_labelled_set, parse_labelled_set
+from common.local_training import LocalTrainSettings, evaluate_local, round_seed, train_local
+from common.model import build_unet
+from common.run_settings import RunSettings, parse_run_settings
+from common.training import resolve_device
+from fl_client.site import cache_dir_for, resolve_site, site_data
+
+log = logging.getLogger("echofl.client")
+app = ClientApp()
+
+ERROR_CODE_SITE = 4001  # a problem with the site's data or configuration
+ERROR_CODE_INTERNAL = 4002  # anything else
+
+
+def _guarded(
+    handler: Callable[[Message, Context], Message],
+) -> Callable[[Message, Context], Message]:
+    """Turn an exception into an error reply with a short reason (no paths, no traceback)."""
+
+    @functools.wraps(handler)
+    def wrapper(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except EchoflError as exc:
+            log.exception("site error in %s", handler.__name__)
+            return Message(
+                Error(
+                    ERROR_CODE_SITE, f"{type(exc).__name__} on the site (details in the site's log)"
+                ),
+                reply_to=msg,
+            )
+        except Exception as exc:
+            log.exception("failure in %s", handler.__name__)
+            return Message(
+                Error(
+                    ERROR_CODE_INTERNAL,
+                    f"{type(exc).__name__} on the site (details in the site's log)",
+                ),
+                reply_to=msg,
+            )
+
+    return wrapper
+
+
+def _setup(context: Context) -> tuple[RunSettings, torch.device]:
+    settings = parse_run_settings(context.run_config)
+    if settings.client_threads:
+        torch.set_num_threads(settings.client_threads)
+    return settings, resolve_device(settings.device)
+
+
+def _data(context: Context, settings: RunSettings) -> tuple[SiteSpec, SiteData]:
+    spec = resolve_site(context.node_config, settings)
+    data = site_data(spec, settings.preprocess, cache_dir_for(context.node_config, settings))
+    return spec, data.fully_labelled() if settings.full_labels else data
+
+
+def _global_model(msg: Message, settings: RunSettings) -> torch.nn.Module:
+    model = build_unet(settings.model)
+    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    return model
+
+
+@app.query()
+@_guarded
+def query(msg: Message, context: Context) -> Message:
+    settings, _ = _setup(context)
+    spec, data = _data(context, settings)
+    labelled = sorted(s.name for s in data.labelled_set)
+    counts = {f"num-{split}": float(len(data.split(split))) for split in ("train", "val", "test")}
+    log.info("site %s: labelled %s, %s", spec.name, format_labelled_set(data.labelled_set), counts)
+    content = RecordDict(
+        {
+            "site": ConfigRecord({"name": spec.name, "labelled": ",".join(labelled)}),
+            "counts": MetricRecord(counts),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+@app.train()
+@_guarded
+def train(msg: Message, context: Context) -> Message:
+    settings, device = _setup(context)
+    spec, data = _data(context, settings)
+    config = msg.content["config"]
+    partial_text = str(config.get("partial-structures", ""))
+    server_round = int(config["server-round"])
+    local = LocalTrainSettings(
+        epochs=int(config.get("local-epochs", settings.local_epochs)),
+        batch_size=int(config.get("batch-size", settings.batch_size)),
+        lr=float(config.get("lr", settings.lr)),
+        loss=str(config.get("loss", settings.loss)),  # type: ignore[arg-type]
+        dice_weight=float(config.get("dice-weight", settings.dice_weight)),
+        augment=bool(config.get("augment", settings.augment)),
+        dropout_p=float(config.get("label-dropout-p", 0.0)),
+        partial=parse_labelled_set(partial_text.split(",")) if partial_text else frozenset(),
+        proximal_mu=float(config.get("proximal-mu", 0.0)),
+        seed=round_seed(int(config.get("seed", settings.seed)), server_round, spec.name),
+    )
+    model = _global_model(msg, settings)
+    metrics = train_local(model, data.split("train"), local, device=device)
+    log.info(
+        "site %s round %d: trained %d images, loss %.4f",
+        spec.name,
+        server_round,
+        int(metrics["num-examples"]),
+        metrics["train-loss"],
+    )
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(model.state_dict()),
+            "metrics": MetricRecord(metrics),
+        }
+    )
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+@_guarded
+def evaluate(msg: Message, context: Context) -> Message:
+    settings, device = _setup(context)
+    _, data = _data(context, settings)
+    config = msg.content["config"]
+    split = str(config.get("split", "val"))
+    if split not in ("train", "val", "test"):
+        raise EchoflError(f"unknown split {split!r}")
+    model = _global_model(msg, settings)
+    metrics = evaluate_local(
+        model,
+        data.split(split),
+        device=device,
+        loss=settings.loss,
+        dice_weight=settings.dice_weight,
+    )
+    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

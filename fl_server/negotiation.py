@@ -1,0 +1,81 @@
+"""The query round: which sites are there, and what do they annotate?
+
+Before training, the coordinator asks every connected site for its labelled set and sample
+counts (nothing else travels) and computes the structures that are partially labelled across
+the federation: the structures label dropout acts on. No site can know this alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from flwr.app import Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from common.errors import EchoflError
+from common.labels import LabelledSet, format_labelled_set, parse_labelled_set, partially_labelled
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    node_id: int
+    name: str
+    labelled: LabelledSet
+    counts: dict[str, int]
+
+
+class FederationError(EchoflError):
+    """The federation cannot proceed (too few sites, no answers)."""
+
+
+def wait_for_sites(grid: Grid, minimum: int, timeout: float, poll: float = 1.0) -> list[int]:
+    """Node ids once at least ``minimum`` are connected; raise after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= minimum:
+            return nodes
+        if time.monotonic() > deadline:
+            raise FederationError(
+                f"only {len(nodes)} site(s) connected after {timeout:.0f}s; "
+                f"at least {minimum} needed (min-sites)"
+            )
+        time.sleep(poll)
+
+
+def query_sites(grid: Grid, node_ids: list[int], timeout: float) -> list[SiteInfo]:
+    """Send the query to every node; sites that fail or do not answer are left out."""
+    messages = [
+        Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids
+    ]
+    infos = []
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        if reply.has_error():
+            continue
+        site = reply.content["site"]
+        counts = reply.content["counts"]
+        labelled_text = str(site["labelled"])
+        infos.append(
+            SiteInfo(
+                node_id=reply.metadata.src_node_id,
+                name=str(site["name"]),
+                labelled=parse_labelled_set(labelled_text.split(","))
+                if labelled_text
+                else frozenset(),
+                counts={k.removeprefix("num-"): int(v) for k, v in counts.items()},
+            )
+        )
+    return sorted(infos, key=lambda i: i.name)
+
+
+def partial_structures(infos: list[SiteInfo]) -> LabelledSet:
+    """Structures annotated by some sites of the federation but not by all."""
+    return partially_labelled(i.labelled for i in infos)
+
+
+def describe(infos: list[SiteInfo]) -> str:
+    return "; ".join(
+        f"{i.name} {format_labelled_set(i.labelled)} train {i.counts.get('train', 0)}"
+        for i in infos
+    )

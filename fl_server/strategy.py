@@ -1,0 +1,195 @@
+"""Flower strategies with echofl's bookkeeping: per-site metrics, dtype-faithful aggregation.
+
+The aggregation itself is Flower's (FedAvg / FedProx: sample-weighted mean of the sites'
+weights, weight = ``num-examples``). Around it, echofl logs every site's reply per round,
+restores each tensor's dtype after averaging (BatchNorm's integer ``num_batches_tracked``
+would otherwise come back as float64), optionally saves the sites' returned weights (for
+checking FedAvg end to end), and aggregates Dice per structure weighted by the number of
+images that scored it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg, FedProx
+
+from common.metrics import STRUCTURES
+from common.run_settings import RunSettings
+from fl_server.metrics_log import MetricsLog
+
+SCORE_PREFIXES = ("", "full-")
+
+
+def aggregate_site_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Dice per structure weighted by how many images scored it (``n-X``); every other metric
+    weighted by ``weight_key`` (``num-examples``); counts summed."""
+    rows = [dict(next(iter(r.metric_records.values()))) for r in records]
+    out: dict[str, float] = {}
+    total = sum(float(r.get(weight_key, 0.0)) for r in rows)
+    structure_keys = set()
+    for prefix in SCORE_PREFIXES:
+        for s in STRUCTURES:
+            n_key, d_key, a_key = (
+                f"{prefix}n-{s.name}",
+                f"{prefix}dice-{s.name}",
+                f"{prefix}area-{s.name}",
+            )
+            if n_key not in rows[0]:
+                continue
+            structure_keys |= {n_key, d_key, a_key}
+            n = sum(float(r[n_key]) for r in rows)
+            out[n_key] = n
+            if n > 0:
+                out[d_key] = sum(float(r[d_key]) * float(r[n_key]) for r in rows) / n
+                out[a_key] = sum(float(r[a_key]) * float(r[n_key]) for r in rows) / n
+    for key in rows[0]:
+        if key in structure_keys:
+            continue
+        if key == weight_key:
+            out[key] = total
+        elif total > 0:
+            out[key] = sum(float(r[key]) * float(r.get(weight_key, 0.0)) for r in rows) / total
+    return MetricRecord(out)
+
+
+def mean_dice(metrics: Mapping[str, float], prefix: str = "") -> float:
+    """Mean of the per-structure Dice present in an aggregate (NaN when none)."""
+    values = [
+        metrics[f"{prefix}dice-{s.name}"]
+        for s in STRUCTURES
+        if metrics.get(f"{prefix}n-{s.name}", 0) > 0
+    ]
+    return float(np.mean(values)) if values else float("nan")
+
+
+class SiteBookkeeping:
+    """Mixin for a Flower strategy: logs per-site replies, keeps dtypes, remembers the last
+    aggregated validation metrics."""
+
+    def setup_bookkeeping(
+        self,
+        *,
+        sites: Mapping[int, str],
+        log: MetricsLog,
+        reference: ArrayRecord,
+        updates_dir: Path | None,
+    ) -> None:
+        self.site_names = dict(sites)
+        self.metrics_log = log
+        self.dtypes = {k: v.numpy().dtype for k, v in reference.items()}
+        self.updates_dir = updates_dir
+        self.last_validation: dict[str, float] = {}
+        self.participants: dict[int, list[str]] = {}
+
+    def site_of(self, node_id: int) -> str:
+        return self.site_names.get(node_id, f"node-{node_id}")
+
+    def _log_replies(self, server_round: int, phase: str, replies: list[Message]) -> None:
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                self.metrics_log.event(
+                    "site-error",
+                    round=server_round,
+                    phase=phase,
+                    site=self.site_of(node),
+                    node=node,
+                    code=msg.error.code,
+                    reason=msg.error.reason,
+                )
+            else:
+                metrics = next(iter(msg.content.metric_records.values()))
+                self.metrics_log.site_row(
+                    server_round, phase, self.site_of(node), node, dict(metrics)
+                )
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        self._log_replies(server_round, "train", replies)
+        ok = [m for m in replies if not m.has_error()]
+        self.participants[server_round] = sorted(self.site_of(m.metadata.src_node_id) for m in ok)
+        if self.updates_dir is not None:
+            self._save_updates(server_round, ok)
+        arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
+        if arrays is not None:
+            arrays = ArrayRecord(
+                {
+                    k: Array(np.asarray(v.numpy()).astype(self.dtypes.get(k, v.numpy().dtype)))
+                    for k, v in arrays.items()
+                }
+            )
+        if metrics is not None:
+            self.metrics_log.site_row(server_round, "train", "*", 0, dict(metrics))
+        return arrays, metrics
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        replies = list(replies)
+        self._log_replies(server_round, "val", replies)
+        if self.updates_dir is not None:
+            self.audit_replies(server_round, "val", replies)
+        metrics = super().aggregate_evaluate(server_round, replies)  # type: ignore[misc]
+        if metrics is not None:
+            self.last_validation = dict(metrics)
+            self.metrics_log.site_row(server_round, "val", "*", 0, dict(metrics))
+        return metrics
+
+    def audit_replies(self, server_round: int, phase: str, replies: list[Message]) -> None:
+        """Log what each reply carried: record kinds, array count, metric value types."""
+        for msg in replies:
+            if msg.has_error():
+                continue
+            content = msg.content
+            self.metrics_log.event(
+                "reply-audit", round=server_round, phase=phase,
+                site=self.site_of(msg.metadata.src_node_id),
+                records={name: type(rec).__name__ for name, rec in content.items()},
+                arrays={name: sorted(rec.keys()) for name, rec in content.array_records.items()},
+                metrics={name: {k: type(v).__name__ for k, v in rec.items()}
+                         for name, rec in content.metric_records.items()},
+            )
+
+    def _save_updates(self, server_round: int, replies: list[Message]) -> None:
+        assert self.updates_dir is not None
+        self.updates_dir.mkdir(parents=True, exist_ok=True)
+        self.audit_replies(server_round, "train", replies)
+        for msg in replies:
+            site = self.site_of(msg.metadata.src_node_id)
+            arrays = next(iter(msg.content.array_records.values()))
+            weight = float(next(iter(msg.content.metric_records.values()))["num-examples"])
+            np.savez(
+                self.updates_dir / f"round-{server_round:04d}-{site}.npz",
+                __weight__=np.array(weight),
+                **{k: v.numpy() for k, v in arrays.items()},
+            )
+
+
+class EchoFedAvg(SiteBookkeeping, FedAvg):
+    """Flower's FedAvg with echofl's bookkeeping."""
+
+
+class EchoFedProx(SiteBookkeeping, FedProx):
+    """Flower's FedProx (sends ``proximal-mu``; sites add the proximal term)."""
+
+
+def make_strategy(settings: RunSettings) -> SiteBookkeeping:
+    common: dict[str, Any] = {
+        "fraction_train": settings.fraction_train,
+        "fraction_evaluate": settings.fraction_evaluate,
+        "min_train_nodes": settings.min_sites,
+        "min_evaluate_nodes": settings.min_sites if settings.fraction_evaluate > 0 else 0,
+        "min_available_nodes": settings.min_sites,
+        "train_metrics_aggr_fn": aggregate_site_metrics,
+        "evaluate_metrics_aggr_fn": aggregate_site_metrics,
+    }
+    if settings.strategy == "fedprox":
+        return EchoFedProx(proximal_mu=settings.proximal_mu, **common)
+    return EchoFedAvg(**common)

@@ -1,0 +1,222 @@
+"""Running the echofl Flower app on Flower's simulation engine, the supported way.
+
+``flwr run <app> <connection> --stream`` against a *managed local SuperLink* (address
+``:local:``), which Flower starts in simulation mode on first use. echofl gives every
+simulation its own ``FLWR_HOME`` (connection file, SuperLink state and log) and its own free
+loopback ports (``FLWR_LOCAL_SUPERLINK_HTTP_API_PORT`` / ``FLWR_LOCAL_CONTROL_API_PORT``), turns
+telemetry, update checks and runtime dependency installation off, and stops the background
+SuperLink (with everything it started: ServerApp, simulation, Ray) when the run ends, so that
+nothing is left running. Scale-out beyond one node is Flower's: point the connection at a
+SuperLink whose simulation backend runs on a Ray cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CONNECTION = "echofl-sim"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Per simulated site: CPU cores and GPU fraction (Ray scheduling hints). Several sites
+    share one GPU with ``gpus_per_site < 1``; parallel sites = min(CPUs / cpus, GPUs / gpus)."""
+
+    cpus_per_site: float = 1.0
+    gpus_per_site: float = 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def run_config_arg(values: Mapping[str, Any]) -> str:
+    """``k1=v1 k2="text"`` as ``flwr run --run-config`` expects (TOML values)."""
+    return " ".join(f"{k}={toml_value(v)}" for k, v in values.items())
+
+
+def _session_members(sid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[3]) == sid:  # field 6 of /proc/PID/stat: session id
+            members.append(int(entry.name))
+    return members
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
+        except OSError:
+            continue
+        if text in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def stop_local_superlink(flwr_home: Path, grace: float = 5.0) -> int:
+    """Stop the managed SuperLink of this ``FLWR_HOME`` and its whole session (ServerApp,
+    simulation, Ray workers). Returns how many processes were signalled."""
+    leaders = _processes_mentioning(str(flwr_home / "local-superlink"))
+    targets: set[int] = set()
+    for pid in leaders:
+        try:
+            targets.update(_session_members(os.getsid(pid)))
+        except ProcessLookupError:
+            continue
+    targets.discard(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [p for p in targets if _alive(p)]
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_alive(p) for p in alive):
+            time.sleep(0.1)
+    return len(targets)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def simulation_env(flwr_home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "FLWR_HOME": str(flwr_home),
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            "RAY_DEDUP_LOGS": "0",
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+    )
+    bin_dir = str(Path(sys.executable).parent)  # flwr, flower-superlink, flwr-* live here
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def write_connection(flwr_home: Path) -> None:
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    (flwr_home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\naddress = ":local:"\n'
+    )
+
+
+@dataclass
+class SimulationOutcome:
+    returncode: int
+    seconds: float
+    output: list[str]
+
+
+class SimulationEngine:
+    """A project-owned ``FLWR_HOME`` with its managed local SuperLink (started by the first
+    run, reused by later ones, stopped by :meth:`close` or on leaving a ``with`` block)."""
+
+    def __init__(self, flwr_home: Path, resources: Resources | None = None) -> None:
+        self.flwr_home = flwr_home.resolve()
+        self.resources = resources or Resources()
+        write_connection(self.flwr_home)
+        self.env = simulation_env(self.flwr_home)
+
+    def __enter__(self) -> SimulationEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        stop_local_superlink(self.flwr_home)
+
+    def run(
+        self,
+        app_dir: Path,
+        run_config: Mapping[str, Any],
+        num_sites: int,
+        *,
+        on_line: Callable[[str], None] | None = None,
+        timeout: float = 6 * 3600,
+    ) -> SimulationOutcome:
+        """``flwr run <app_dir> --stream`` with ``num_sites`` simulated SuperNodes."""
+        federation = (
+            f"num-supernodes={num_sites} "
+            f"client-resources-num-cpus={self.resources.cpus_per_site:g} "
+            f"client-resources-num-gpus={self.resources.gpus_per_site:g}"
+        )
+        command = [
+            "flwr",
+            "run",
+            str(app_dir),
+            CONNECTION,
+            "--stream",
+            "--run-config",
+            run_config_arg(run_config),
+            "--federation-config",
+            federation,
+        ]
+        started = time.perf_counter()
+        lines: list[str] = []
+        proc = subprocess.Popen(
+            command,
+            env=self.env,
+            cwd=app_dir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                lines.append(line)
+                if on_line is not None:
+                    on_line(line)
+                if time.perf_counter() - started > timeout:
+                    raise TimeoutError(f"simulation exceeded {timeout:.0f}s: {shlex.join(command)}")
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        return SimulationOutcome(proc.returncode, time.perf_counter() - started, lines)

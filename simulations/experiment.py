@@ -1,0 +1,204 @@
+"""Experiment configs of the research harness: sites, conditions, budget, resources.
+
+A site is either synthetic (``vendor`` + native ``format`` + number of ``cases``: generated
+once, reused) or a real dataset folder (``root`` + ``format`` [+ ``labelled``]). ``role =
+"test"`` marks an evaluation-only site (the unseen vendor). A condition says how a model is
+trained: ``federated`` (Flower simulation, FedAvg or FedProx), ``local`` (one model per site,
+on its own data) or ``centralised`` (one model on the pooled sites), with a loss and a
+label-dropout probability; ``labels = "full"`` trains on every structure of synthetic sites
+(the fully labelled upper bound). Every condition gets the same budget: ``rounds x
+local_epochs`` passes over each site's training data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from common.config import FORMAT_NAMES, SiteSpec, StrictModel
+from common.labels import LabelledSet, parse_labelled_set
+from common.losses import LossName
+from common.model import ModelConfig
+from common.synthetic.federation import FederationConfig, SyntheticSiteConfig
+from common.synthetic.knobs import SynthesisKnobs
+
+
+class ExperimentSite(StrictModel):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    format: str
+    role: Literal["train", "test"] = "train"
+    # synthetic
+    vendor: str | None = None
+    cases: int | None = Field(default=None, ge=1)
+    frames: int = Field(default=2, ge=2)
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    # real data
+    root: Path | None = None
+    max_cases: int | None = Field(default=None, ge=1)
+    options: dict[str, object] = Field(default_factory=dict)
+    # both: the structures the site annotates (folder format / restriction of a real dataset)
+    labelled: LabelledSet | None = None
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in FORMAT_NAMES:
+            raise ValueError(f"unknown format {value!r}; known formats: {', '.join(FORMAT_NAMES)}")
+        return value
+
+    @field_validator("labelled", mode="before")
+    @classmethod
+    def _parse_labelled(cls, value: object) -> LabelledSet | None:
+        if value is None:
+            return None
+        return parse_labelled_set([value] if isinstance(value, str) else value)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _synthetic_or_real(self) -> ExperimentSite:
+        synthetic = self.vendor is not None
+        if synthetic == (self.root is not None):
+            raise ValueError(
+                f"site {self.name}: give either vendor (synthetic) or root (real data)"
+            )
+        if synthetic and self.cases is None:
+            raise ValueError(f"site {self.name}: a synthetic site needs 'cases'")
+        return self
+
+    @property
+    def synthetic(self) -> bool:
+        return self.vendor is not None
+
+
+class Condition(StrictModel):
+    name: str = Field(min_length=1, max_length=80)
+    kind: Literal["federated", "local", "centralised"]
+    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    loss: LossName = "adaptive"
+    label_dropout_p: float = Field(default=0.0, ge=0.0, le=1.0)
+    proximal_mu: float = Field(default=0.0, ge=0.0)
+    labels: Literal["partial", "full"] = "partial"
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+
+DEFAULT_CONDITIONS: list[Condition] = [
+    Condition(name="FedAvg + adaptive CE", kind="federated"),
+    Condition(name="FedAvg + adaptive CE + label dropout", kind="federated", label_dropout_p=0.5),
+    Condition(name="FedAvg + naive CE", kind="federated", loss="naive"),
+    Condition(name="local only", kind="local"),
+    Condition(name="centralised pooled", kind="centralised"),
+]
+
+
+class Budget(StrictModel):
+    rounds: int = Field(default=10, ge=1)
+    local_epochs: int = Field(default=1, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    batch_size: int = Field(default=16, ge=1)
+    dice_weight: float = Field(default=1.0, ge=0)
+    augment: bool = True
+    image_size: int = Field(default=128, ge=16)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+
+    @property
+    def epochs(self) -> int:
+        return self.rounds * self.local_epochs
+
+
+class ResourcesConfig(StrictModel):
+    cpus_per_site: float = Field(default=1.0, gt=0)
+    gpus_per_site: float = Field(default=0.0, ge=0)
+    threads: int = Field(default=0, ge=0)  # torch threads per process; 0 = cores / parallel
+    device: str = "auto"
+
+
+class ExperimentConfig(StrictModel):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    data_dir: Path = Path("data/experiments")
+    output_dir: Path = Path("runs")
+    cache_dir: Path = Path(".cache/echofl")
+    knobs: SynthesisKnobs = Field(default_factory=SynthesisKnobs)
+    budget: Budget = Field(default_factory=Budget)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    conditions: list[Condition] = Field(default_factory=lambda: list(DEFAULT_CONDITIONS))
+    sites: list[ExperimentSite] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ExperimentConfig:
+        names = [s.name for s in self.sites]
+        if len(set(names)) != len(names):
+            raise ValueError("site names must be unique")
+        if not any(s.role == "train" for s in self.sites):
+            raise ValueError("at least one site must have role 'train'")
+        slugs = [c.slug for c in self.conditions]
+        if len(set(slugs)) != len(slugs):
+            raise ValueError("condition names must be unique")
+        if any(c.labels == "full" for c in self.conditions) and not all(
+            s.synthetic for s in self.sites if s.role == "train"
+        ):
+            raise ValueError("a fully labelled condition needs synthetic training sites")
+        return self
+
+    @property
+    def train_sites(self) -> list[ExperimentSite]:
+        return [s for s in self.sites if s.role == "train"]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name
+
+    def synthetic_federation(self) -> FederationConfig | None:
+        synthetic = [s for s in self.sites if s.synthetic]
+        if not synthetic:
+            return None
+        return FederationConfig(
+            seed=0,
+            output_dir=self.data_dir,
+            knobs=self.knobs,
+            sites=[
+                SyntheticSiteConfig(
+                    name=s.name,
+                    vendor=s.vendor,
+                    format=s.format,
+                    cases=s.cases,  # type: ignore[arg-type]
+                    labelled=s.labelled if s.format == "folder" else None,
+                    frames=s.frames,
+                    split=s.split,
+                    role=s.role,
+                )
+                for s in synthetic
+            ],
+        )
+
+    def site_spec(self, site: ExperimentSite) -> SiteSpec:
+        """How the data layer reads a site (a folder-format synthetic site already carries its
+        labelled set; other formats are restricted to ``labelled`` when it is given)."""
+        root = self.data_dir / site.name if site.synthetic else site.root
+        labelled = None if (site.synthetic and site.format == "folder") else site.labelled
+        return SiteSpec(
+            name=site.name,
+            format=site.format,
+            root=root,  # type: ignore[arg-type]
+            labelled=labelled,
+            max_cases=site.max_cases,
+            options=site.options,
+        )
+
+    def run_key(self, condition: Condition, seed: int) -> str:
+        """Hash of everything that determines one run's result (for resuming)."""
+        payload = {
+            "condition": condition.model_dump(mode="json"),
+            "seed": seed,
+            "budget": self.budget.model_dump(mode="json"),
+            "sites": [s.model_dump(mode="json") for s in self.sites],
+            "knobs": self.knobs.model_dump(mode="json"),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,265 @@
+"""Tables and figures from the runs' ``result.json`` files (never typed in by hand).
+
+* ``results.csv``: one row per condition x site x structure: mean and sd of Dice over seeds,
+  the number of seeds, mean predicted/true area ratio, whether the full ground truth scored it;
+* ``results.md``: the same as a table (sites x structures by conditions, mean ± sd);
+* ``curves.png``: mean validation Dice (full ground truth) per round/epoch per condition;
+* ``bars.png``: test Dice per site and structure, one bar per condition;
+* ``overlays-<site>.png``: predictions of every condition (first seed) on test images.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from common.cache import SiteData
+from common.metrics import STRUCTURES
+from common.model import build_unet
+from common.training import predict
+from simulations.experiment import Condition, ExperimentConfig
+
+COLOURS = {1: "#e6194b", 2: "#3cb44b", 3: "#4363d8"}  # LV red, MYO green, LA blue
+
+
+def summarise(results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean/sd over seeds for every condition x site x structure that was scored."""
+    cells: dict[tuple[str, str, str], list[tuple[float, float, float]]] = {}
+    order: list[tuple[str, str, str]] = []
+    for res in results:
+        for site, row in res["test"].items():
+            for s in STRUCTURES:
+                if s.name not in row:
+                    continue
+                key = (res["condition"], site, s.name)
+                if key not in cells:
+                    cells[key] = []
+                    order.append(key)
+                cells[key].append(
+                    (row[s.name], row.get(f"area-{s.name}", math.nan), row.get("full", 0.0))
+                )
+    out = []
+    for key in order:
+        values = np.array([v[0] for v in cells[key]])
+        areas = np.array([v[1] for v in cells[key]])
+        out.append(
+            {
+                "condition": key[0],
+                "site": key[1],
+                "structure": key[2],
+                "dice_mean": float(values.mean()),
+                "dice_sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                "seeds": len(values),
+                "area_ratio_mean": float(np.nanmean(areas)),
+                "scored_on": "full" if cells[key][0][2] else "labelled",
+            }
+        )
+    return out
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+
+
+def markdown_table(
+    rows: list[dict[str, Any]], conditions: Sequence[str], labelled: Mapping[str, set[str]]
+) -> str:
+    """Sites x structures (rows) by conditions (columns); ``*`` marks a structure the site
+    does not annotate (where the shortcut can show)."""
+    by_key = {(r["condition"], r["site"], r["structure"]): r for r in rows}
+    sites = list(dict.fromkeys(r["site"] for r in rows))
+    head = "| site | structure | " + " | ".join(conditions) + " |"
+    lines = [head, "|" + "---|" * (len(conditions) + 2)]
+    for site in sites:
+        for s in STRUCTURES:
+            cells = []
+            for cond in conditions:
+                r = by_key.get((cond, site, s.name))
+                if r is None:
+                    cells.append("-")
+                elif r["seeds"] > 1:
+                    cells.append(f"{r['dice_mean']:.3f} ± {r['dice_sd']:.3f}")
+                else:
+                    cells.append(f"{r['dice_mean']:.3f}")
+            if all(c == "-" for c in cells):
+                continue
+            mark = "" if s.name in labelled.get(site, set()) else " *"
+            lines.append(f"| {site} | {s.name}{mark} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_curves(results: Sequence[dict[str, Any]], config: ExperimentConfig, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    le = config.budget.local_epochs
+    for cond in config.conditions:
+        runs = [r for r in results if r["condition"] == cond.name]
+        if not runs:
+            continue
+        curves = []
+        for r in runs:
+            for name, curve in r["curves"].items():
+                if cond.kind == "federated":
+                    x = np.arange(len(curve)) * le
+                else:
+                    x = np.arange(1, len(curve) + 1)
+                curves.append((x, np.array(curve, dtype=float), name))
+        if cond.kind == "local":
+            for x, y, name in curves:
+                ax.plot(x, y, lw=1, alpha=0.7, label=f"{cond.name} ({name})")
+        else:
+            length = min(len(c[1]) for c in curves)
+            y = np.nanmean(np.stack([c[1][:length] for c in curves]), axis=0)
+            ax.plot(curves[0][0][:length], y, lw=2, label=cond.name)
+    ax.set_xlabel("epochs over each site's data (round x local epochs)")
+    ax.set_ylabel("validation Dice, mean of LV/MYO/LA (full truth)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_bars(rows: list[dict[str, Any]], conditions: Sequence[str], path: Path) -> None:
+    groups = list(dict.fromkeys((r["site"], r["structure"]) for r in rows))
+    by_key = {(r["condition"], r["site"], r["structure"]): r for r in rows}
+    width = 0.8 / max(len(conditions), 1)
+    fig, ax = plt.subplots(figsize=(max(7, 0.55 * len(groups) * max(len(conditions), 2) / 2), 4.2))
+    x = np.arange(len(groups))
+    for i, cond in enumerate(conditions):
+        means = [by_key.get((cond, *g), {}).get("dice_mean", np.nan) for g in groups]
+        sds = [by_key.get((cond, *g), {}).get("dice_sd", 0.0) for g in groups]
+        ax.bar(
+            x + (i - (len(conditions) - 1) / 2) * width,
+            means,
+            width,
+            yerr=sds,
+            label=cond,
+            capsize=2,
+        )
+    ax.set_xticks(x, [f"{site}\n{structure}" for site, structure in groups], fontsize=7)
+    ax.set_ylabel("test Dice")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, ncols=2, loc="lower left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _draw(ax: Any, image: np.ndarray, labels: np.ndarray | None, title: str) -> None:
+    """Image in gray with each structure filled in its colour (semi-transparent)."""
+    ax.imshow(image, cmap="gray")
+    if labels is not None:
+        overlay = np.zeros((*labels.shape, 4))
+        for value, colour in COLOURS.items():
+            rgb = matplotlib.colors.to_rgb(colour)
+            overlay[labels == value] = (*rgb, 0.45)
+        ax.imshow(overlay)
+    ax.set_title(title, fontsize=6)
+    ax.axis("off")
+
+
+def plot_overlays(
+    config: ExperimentConfig,
+    data: Mapping[str, SiteData],
+    models: Mapping[str, Mapping[str, Path]],
+    out_dir: Path,
+    n_images: int = 3,
+) -> list[Path]:
+    """One PNG per site: ground truth and each condition's prediction on test images.
+
+    models: condition name -> {"all": model path} or {site name: model path} (local).
+    """
+    paths = []
+    device = torch.device("cpu")
+    for site, site_data in data.items():
+        test = site_data.split("test")
+        if len(test) == 0:
+            continue
+        idx = np.linspace(0, len(test) - 1, min(n_images, len(test))).round().astype(int)
+        images = torch.from_numpy(test.images[idx])[:, None]
+        truth = test.full_masks[idx] if test.full_masks is not None else test.masks[idx]
+        rows = [("ground truth", truth)]
+        for cond_name, paths_by in models.items():
+            path = paths_by.get("all") or paths_by.get(site)
+            if path is None or not path.is_file():
+                continue
+            model = build_unet(config.budget.model)
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            rows.append((cond_name, predict(model, images, device=device).numpy()))
+        fig, axes = plt.subplots(
+            len(rows), len(idx), figsize=(1.9 * len(idx), 1.9 * len(rows)), squeeze=False
+        )
+        for r, (name, labels) in enumerate(rows):
+            for c in range(len(idx)):
+                _draw(axes[r][c], test.images[idx[c]], labels[c], name if c == 0 else "")
+        fig.suptitle(f"site {site}: LV red, MYO green, LA blue", fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"overlays-{site}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_report(
+    config: ExperimentConfig,
+    results: Sequence[dict[str, Any]],
+    data: Mapping[str, SiteData],
+    out_dir: Path,
+    conditions: Sequence[Condition] | None = None,
+) -> dict[str, Path]:
+    """Write every table and figure; returns their paths by kind."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    conditions = list(conditions or config.conditions)
+    names = [c.name for c in conditions if any(r["condition"] == c.name for r in results)]
+    rows = summarise(results)
+    labelled = {name: {s.name for s in d.labelled_set} for name, d in data.items()}
+    test_only = {s.name for s in config.sites if s.role == "test"}
+    for name in test_only:
+        labelled[name] = set()
+    csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
+    write_csv(rows, csv_path)
+    md_path.write_text(
+        f"# {config.name}: test Dice per site and structure\n\n"
+        f"Seeds: {', '.join(str(s) for s in config.seeds)}; budget {config.budget.rounds} rounds x "
+        f"{config.budget.local_epochs} local epoch(s) (= {config.budget.epochs} epochs for "
+        "local/centralised), final models. Synthetic sites are scored on the full ground truth "
+        "(every structure); `*` marks a structure that site does not annotate"
+        f"{' (evaluation-only sites: ' + ', '.join(sorted(test_only)) + ')' if test_only else ''}."
+        "\n\n" + markdown_table(rows, names, labelled) + "\n"
+    )
+    plot_curves(results, config, out_dir / "curves.png")
+    plot_bars(rows, names, out_dir / "bars.png")
+    first_seed = min(config.seeds)
+    models: dict[str, dict[str, Path]] = {}
+    for cond in conditions:
+        run = config.run_dir / "runs" / cond.slug / f"seed-{first_seed}"
+        found = {p.stem.removeprefix("model-"): p for p in run.glob("model-*.pt")}
+        if found:
+            models[cond.name] = found
+    overlays = plot_overlays(config, data, models, out_dir)
+    return {
+        "csv": csv_path,
+        "markdown": md_path,
+        "curves": out_dir / "curves.png",
+        "bars": out_dir / "bars.png",
+        **{p.stem: p for p in overlays},
+    }

@@ -1,0 +1,254 @@
+"""One run = one condition x one seed. Each writes a small ``result.json`` (committable) and
+its model; a finished run (same key) is skipped, so a study can be resumed anywhere.
+
+Every condition is scored the same way: the final model on the test split of every site
+(full ground truth on synthetic sites: every structure on every domain; labelled structures on
+real data) and on the evaluation-only sites. ``local`` runs train one model per site and score
+each on its own site only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from common.augment import Augmentation
+from common.cache import SiteData
+from common.checkpoint import atomic_write_bytes, load_checkpoint
+from common.metrics import STRUCTURES
+from common.model import build_unet
+from common.pooled import LabelDropoutConfig, train_pooled
+from common.training import SegmentationTensors, TrainConfig, evaluate, resolve_device
+from fl_server.metrics_log import read_metrics_log
+from simulations.engine import Resources, SimulationEngine
+from simulations.experiment import Condition, ExperimentConfig
+
+RESULT = "result.json"
+
+
+@dataclass
+class RunContext:
+    config: ExperimentConfig
+    data: dict[str, SiteData]  # every site, partial labels as annotated
+    app_dir: Path
+    engine: SimulationEngine | None
+    say: Callable[[str], None]
+
+
+def run_dir(config: ExperimentConfig, condition: Condition, seed: int) -> Path:
+    return config.run_dir / "runs" / condition.slug / f"seed-{seed}"
+
+
+def finished(config: ExperimentConfig, condition: Condition, seed: int) -> dict[str, Any] | None:
+    """The stored result of this run if it exists and matches the current settings."""
+    path = run_dir(config, condition, seed) / RESULT
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if result.get("key") == config.run_key(condition, seed) else None
+
+
+def score(
+    model: nn.Module,
+    sites: Mapping[str, SiteData],
+    device: torch.device,
+    split_of: Callable[[SiteData], SiteData],
+) -> dict[str, dict[str, float]]:
+    """Dice, area ratio and counts per site (full ground truth where present)."""
+    out = {}
+    for name, data in sites.items():
+        part = split_of(data)
+        if len(part) == 0:
+            continue
+        res = evaluate(model, SegmentationTensors.from_sites([part]), device=device)
+        row: dict[str, float] = {
+            "n": float(res.samples),
+            "full": float(part.full_masks is not None),
+        }
+        for s in STRUCTURES:
+            if res.scores.count[s] > 0:
+                row[s.name] = res.scores.dice[s]
+                row[f"area-{s.name}"] = res.scores.area_ratio[s]
+        out[name] = row
+    return out
+
+
+def _test(data: SiteData) -> SiteData:
+    return data.split("test")
+
+
+def _threads(config: ExperimentConfig) -> int:
+    return config.resources.threads or os.cpu_count() or 1
+
+
+def _train_config(config: ExperimentConfig, condition: Condition) -> TrainConfig:
+    b = config.budget
+    return TrainConfig(
+        epochs=b.epochs,
+        batch_size=b.batch_size,
+        lr=b.lr,
+        loss=condition.loss,
+        dice_weight=b.dice_weight,
+        augment=Augmentation(enabled=b.augment),
+    )
+
+
+def _labels(data: SiteData, condition: Condition) -> SiteData:
+    return data.fully_labelled() if condition.labels == "full" else data
+
+
+def run_pooled(ctx: RunContext, condition: Condition, seed: int, out: Path) -> dict[str, Any]:
+    """``centralised``: one model on every training site pooled; ``local``: one per site."""
+    config = ctx.config
+    torch.set_num_threads(_threads(config))
+    device = resolve_device(config.resources.device)
+    train_names = [s.name for s in config.train_sites]
+    dropout = LabelDropoutConfig(p=condition.label_dropout_p)
+    groups = [train_names] if condition.kind == "centralised" else [[n] for n in train_names]
+    test: dict[str, dict[str, float]] = {}
+    curves: dict[str, list[float]] = {}
+    for names in groups:
+        parts = [_labels(ctx.data[n], condition).split("train") for n in names]
+        vals = [_labels(ctx.data[n], condition).split("val") for n in names]
+        vals = [v for v in vals if len(v)]
+        curve: list[float] = []
+
+        def on_epoch(epoch: int, stats: Any, val: Any, curve: list[float] = curve) -> None:
+            curve.append(_mean_full_dice(val.scores.dice) if val is not None else math.nan)
+
+        model, _ = train_pooled(
+            parts,
+            train=_train_config(config, condition),
+            model_config=config.budget.model,
+            label_dropout=dropout,
+            seed=seed,
+            device=device,
+            validation=SegmentationTensors.from_sites(vals) if vals else None,
+            on_epoch=on_epoch,
+        )
+        scored = (
+            {n: ctx.data[n] for n in ctx.data}
+            if condition.kind == "centralised"
+            else {names[0]: ctx.data[names[0]]}
+        )
+        test.update(score(model, scored, device, _test))
+        key = "all" if condition.kind == "centralised" else names[0]
+        curves[key] = curve
+        torch.save(model.state_dict(), out / f"model-{key}.pt")
+    return {"test": test, "curves": curves}
+
+
+def _mean_full_dice(dice: Mapping[Any, float]) -> float:
+    values = [v for v in dice.values() if not math.isnan(v)]
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+def run_federated(ctx: RunContext, condition: Condition, seed: int, out: Path) -> dict[str, Any]:
+    config, b = ctx.config, ctx.config.budget
+    assert ctx.engine is not None
+    sites = [config.site_spec(s) for s in config.train_sites]
+    sites_file = out / "sites.json"
+    sites_file.write_text(json.dumps([s.model_dump(mode="json") for s in sites], indent=2))
+    parallel = max(1, int((os.cpu_count() or 1) // config.resources.cpus_per_site))
+    run_config = {
+        "num-server-rounds": b.rounds,
+        "local-epochs": b.local_epochs,
+        "lr": b.lr,
+        "batch-size": b.batch_size,
+        "loss": condition.loss,
+        "dice-weight": b.dice_weight,
+        "augment": b.augment,
+        "label-dropout-p": condition.label_dropout_p,
+        "strategy": condition.strategy,
+        "proximal-mu": condition.proximal_mu,
+        "min-sites": len(sites),
+        "image-size": b.image_size,
+        "model-channels": ",".join(str(c) for c in b.model.channels),
+        "model-res-units": b.model.num_res_units,
+        "seed": seed,
+        "device": config.resources.device,
+        "client-threads": config.resources.threads or max(1, (os.cpu_count() or 1) // parallel),
+        "output-dir": str(out.resolve()),
+        "cache-dir": str(config.cache_dir.resolve()),
+        "sim-sites": str(sites_file.resolve()),
+        "full-labels": condition.labels == "full",
+    }
+    log_file = (out / "flower.log").open("w")
+
+    def on_line(line: str) -> None:
+        log_file.write(line + "\n")
+        if line.startswith("[echofl]"):
+            ctx.say(f"  {condition.name} / seed {seed}: {line.removeprefix('[echofl] ')}")
+
+    try:
+        outcome = ctx.engine.run(ctx.app_dir, run_config, len(sites), on_line=on_line)
+    finally:
+        log_file.close()
+    if outcome.returncode != 0 or not (out / "checkpoints" / "final.pt").is_file():
+        raise RuntimeError(
+            f"federated run failed (exit {outcome.returncode}); see {out / 'flower.log'}"
+        )
+    state, _ = load_checkpoint(out / "checkpoints" / "final.pt")
+    model = build_unet(b.model)
+    model.load_state_dict(state)
+    torch.set_num_threads(_threads(config))
+    device = resolve_device(config.resources.device)
+    rows = read_metrics_log(out / "metrics.jsonl")
+    curve = [
+        _mean_full_dice(
+            {
+                s.name: r.get(f"full-dice-{s.name}", math.nan)
+                for s in STRUCTURES
+                if r.get(f"full-n-{s.name}", 0) > 0
+            }
+        )
+        for r in sorted(
+            (r for r in rows if r.get("phase") == "val" and r.get("site") == "*"),
+            key=lambda r: r["round"],
+        )
+    ]
+    torch.save(model.state_dict(), out / "model-all.pt")
+    return {"test": score(model, ctx.data, device, _test), "curves": {"all": curve}}
+
+
+def execute(ctx: RunContext, condition: Condition, seed: int) -> dict[str, Any]:
+    """Run (or reuse) one condition x seed; returns its result dict."""
+    done = finished(ctx.config, condition, seed)
+    if done is not None:
+        ctx.say(f"{condition.name} / seed {seed}: already done ({done['seconds']:.0f}s), skipped")
+        return done
+    out = run_dir(ctx.config, condition, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx.say(f"{condition.name} / seed {seed}: running")
+    started = time.perf_counter()
+    runner = run_federated if condition.kind == "federated" else run_pooled
+    body = runner(ctx, condition, seed, out)
+    result = {
+        "condition": condition.name,
+        "slug": condition.slug,
+        "kind": condition.kind,
+        "seed": seed,
+        "key": ctx.config.run_key(condition, seed),
+        "seconds": round(time.perf_counter() - started, 2),
+        **body,
+    }
+    atomic_write_bytes(out / RESULT, json.dumps(result, indent=2).encode())
+    ctx.say(f"{condition.name} / seed {seed}: done in {result['seconds']:.0f}s")
+    return result
+
+
+def engine_for(config: ExperimentConfig) -> SimulationEngine:
+    r = config.resources
+    return SimulationEngine(
+        config.run_dir / ".flwr",
+        Resources(cpus_per_site=r.cpus_per_site, gpus_per_site=r.gpus_per_site),
+    )
