@@ -48,10 +48,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    fed = FederationConfig.model_validate({
-        "seed": 0, "output_dir": str(args.data_dir),
-        "sites": [{"name": "A", "vendor": "A", "format": "camus-nifti", "cases": args.cases}],
-    })
+    fed = FederationConfig.model_validate(
+        {
+            "seed": 0,
+            "output_dir": str(args.data_dir),
+            "sites": [{"name": "A", "vendor": "A", "format": "camus-nifti", "cases": args.cases}],
+        }
+    )
     site = generate_federation(fed, progress=lambda _: None)[0]
     spec = SiteSpec(name="A", format="camus-nifti", root=site.root)
     pre = PreprocessConfig(size=(128, 128))
@@ -75,11 +78,19 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     epochs = []
     for _ in range(args.epochs):
-        epochs.append(train_one_epoch(
-            model, train, optimiser, make_loss(config), batch_size=config.batch_size,
-            generator=generator, device=torch.device("cpu"), dropout=dropout,
-            augmentation=config.augment,
-        ))
+        epochs.append(
+            train_one_epoch(
+                model,
+                train,
+                optimiser,
+                make_loss(config),
+                batch_size=config.batch_size,
+                generator=generator,
+                device=torch.device("cpu"),
+                dropout=dropout,
+                augmentation=config.augment,
+            )
+        )
     epoch_s = sum(e.seconds for e in epochs) / len(epochs)
     batch_s = sum(e.data_seconds for e in epochs) / len(epochs)
     step_s = epoch_s - batch_s
@@ -90,16 +101,22 @@ def main() -> None:
     slicing_s = (time.perf_counter() - t0) / args.epochs
     transforms_s = max(batch_s - slicing_s, 0.0)
     ratio = (cached_load + slicing_s) / step_s
-    print(f"site: vendor A, {len(data)} frames, {len(train)} training images at 128x128, "
-          f"{args.threads} threads")
+    print(
+        f"site: vendor A, {len(data)} frames, {len(train)} training images at 128x128, "
+        f"{args.threads} threads"
+    )
     print(f"first load (native files + preprocessing): {first_load:8.2f} s")
     print(f"cached load (arrays from disk):             {cached_load:8.3f} s")
     print(f"batch slicing per epoch:                    {slicing_s:8.3f} s")
     print(f"label dropout + augmentation per epoch:     {transforms_s:8.3f} s")
-    print(f"training steps per epoch:                   {step_s:8.2f} s "
-          f"({len(train) / epoch_s:.0f} img/s)")
-    print(f"data loading / training steps = (cached load + slicing) / steps = {ratio:.4f} "
-          f"(goal <= 0.05: {'met' if ratio <= 0.05 else 'NOT met'})")
+    print(
+        f"training steps per epoch:                   {step_s:8.2f} s "
+        f"({len(train) / epoch_s:.0f} img/s)"
+    )
+    print(
+        f"data loading / training steps = (cached load + slicing) / steps = {ratio:.4f} "
+        f"(goal <= 0.05: {'met' if ratio <= 0.05 else 'NOT met'})"
+    )
     print(f"(with the transforms too: {(cached_load + batch_s) / step_s:.4f})")
 
 

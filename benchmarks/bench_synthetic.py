@@ -49,31 +49,41 @@ def main() -> int:
     args = parser.parse_args()
     cv2.setNumThreads(1)
 
-    settings = [("128x128 ED/ES", (128, 128), 2), ("256x256 ED/ES", (256, 256), 2),
-                ("128x128 clip of 16", (128, 128), 16)]
+    settings = [
+        ("128x128 ED/ES", (128, 128), 2),
+        ("256x256 ED/ES", (256, 256), 2),
+        ("128x128 clip of 16", (128, 128), 16),
+    ]
     rows = []
-    print(f"{'setting':<20}{'vendor':>7}{'frames/s (wall)':>17}{'frames/s (CPU)':>16}"
-          f"{'x goal':>8}")
+    print(f"{'setting':<20}{'vendor':>7}{'frames/s (wall)':>17}{'frames/s (CPU)':>16}{'x goal':>8}")
     for label, size, n_frames in settings:
         cases = max(args.cases // (n_frames // 2), 2)
         for vendor in VENDORS:
             r = measure(vendor, size, n_frames, cases)
-            rows.append({"setting": label, "vendor": vendor, **r,
-                         "ratio_to_goal": r["fps_cpu"] / GOAL_FPS})
-            print(f"{label:<20}{vendor:>7}{r['fps_wall']:>17.1f}{r['fps_cpu']:>16.1f}"
-                  f"{r['fps_cpu'] / GOAL_FPS:>8.2f}")
+            rows.append(
+                {"setting": label, "vendor": vendor, **r, "ratio_to_goal": r["fps_cpu"] / GOAL_FPS}
+            )
+            print(
+                f"{label:<20}{vendor:>7}{r['fps_wall']:>17.1f}{r['fps_cpu']:>16.1f}"
+                f"{r['fps_cpu'] / GOAL_FPS:>8.2f}"
+            )
     for label, _, _ in settings:
         fps = [r["fps_cpu"] for r in rows if r["setting"] == label]
         print(f"{label:<20}{'all':>7}{'':>17}{min(fps):>12.1f} min{min(fps) / GOAL_FPS:>8.2f}")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({
-        "goal_fps_per_core": GOAL_FPS,
-        "threads": 1,
-        "machine": f"{platform.processor() or platform.machine()} / {os.cpu_count()} cores",
-        "python": platform.python_version(),
-        "results": rows,
-    }, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "goal_fps_per_core": GOAL_FPS,
+                "threads": 1,
+                "machine": f"{platform.processor() or platform.machine()} / {os.cpu_count()} cores",
+                "python": platform.python_version(),
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -84,8 +84,9 @@ class SiteData:
         if self.full_masks is None:
             raise ValueError(f"site {self.site} has no full ground truth")
         labelled = np.ones_like(self.labelled)
-        return SiteData(self.site, self.images, self.full_masks.copy(), labelled,
-                        self.full_masks, self.records)
+        return SiteData(
+            self.site, self.images, self.full_masks.copy(), labelled, self.full_masks, self.records
+        )
 
     def split(self, name: str) -> SiteData:
         """The samples of one split (``train``, ``val`` or ``test``)."""

@@ -149,12 +149,16 @@ class SiteBookkeeping:
                 continue
             content = msg.content
             self.metrics_log.event(
-                "reply-audit", round=server_round, phase=phase,
+                "reply-audit",
+                round=server_round,
+                phase=phase,
                 site=self.site_of(msg.metadata.src_node_id),
                 records={name: type(rec).__name__ for name, rec in content.items()},
                 arrays={name: sorted(rec.keys()) for name, rec in content.array_records.items()},
-                metrics={name: {k: type(v).__name__ for k, v in rec.items()}
-                         for name, rec in content.metric_records.items()},
+                metrics={
+                    name: {k: type(v).__name__ for k, v in rec.items()}
+                    for name, rec in content.metric_records.items()
+                },
             )
 
     def _save_updates(self, server_round: int, replies: list[Message]) -> None:

@@ -22,25 +22,46 @@ from common.training import SegmentationTensors, TrainConfig, evaluate
 @pytest.mark.slow
 def test_short_centralised_training_on_one_vendor(tmp_path: Path) -> None:
     torch.set_num_threads(2)
-    fed = FederationConfig.model_validate({
-        "seed": 1, "output_dir": str(tmp_path / "data"), "workers": 2,
-        "sites": [{"name": "A", "vendor": "A", "format": "camus-nifti", "cases": 80,
-                   "split": [0.7, 0.0, 0.3]}],
-    })
+    fed = FederationConfig.model_validate(
+        {
+            "seed": 1,
+            "output_dir": str(tmp_path / "data"),
+            "workers": 2,
+            "sites": [
+                {
+                    "name": "A",
+                    "vendor": "A",
+                    "format": "camus-nifti",
+                    "cases": 80,
+                    "split": [0.7, 0.0, 0.3],
+                }
+            ],
+        }
+    )
     site = generate_federation(fed, progress=lambda _: None)[0]
-    data = load_site_cached(SiteSpec(name="A", format="camus-nifti", root=site.root),
-                            PreprocessConfig(size=(128, 128)), tmp_path / "cache")
+    data = load_site_cached(
+        SiteSpec(name="A", format="camus-nifti", root=site.root),
+        PreprocessConfig(size=(128, 128)),
+        tmp_path / "cache",
+    )
     train, test = data.split("train"), data.split("test")
     assert len(train) == 112 and len(test) == 48
     model, history = train_pooled(
-        [train], train=TrainConfig(epochs=25, batch_size=16, lr=1e-3, dice_weight=1.0),
-        model_config=ModelConfig(), label_dropout=LabelDropoutConfig(), seed=0,
+        [train],
+        train=TrainConfig(epochs=25, batch_size=16, lr=1e-3, dice_weight=1.0),
+        model_config=ModelConfig(),
+        label_dropout=LabelDropoutConfig(),
+        seed=0,
         device=torch.device("cpu"),
     )
-    scores = evaluate(model, SegmentationTensors.from_sites([test]),
-                      device=torch.device("cpu")).scores
-    print("same-vendor Dice:", {s.name: round(d, 3) for s, d in scores.dice.items()},
-          f"train {sum(e.seconds for e in history.epochs):.0f}s")
+    scores = evaluate(
+        model, SegmentationTensors.from_sites([test]), device=torch.device("cpu")
+    ).scores
+    print(
+        "same-vendor Dice:",
+        {s.name: round(d, 3) for s, d in scores.dice.items()},
+        f"train {sum(e.seconds for e in history.epochs):.0f}s",
+    )
     assert scores.count[Structure.LV] == 48
     assert scores.dice[Structure.LV] >= 0.85
     assert scores.dice[Structure.MYO] >= 0.6

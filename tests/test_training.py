@@ -29,8 +29,12 @@ def test_training_learns_blobs() -> None:
     test = SegmentationTensors.from_sites([blob_site(24, seed=2)])
     config = TrainConfig(epochs=12, batch_size=8, lr=3e-3, augment=Augmentation(enabled=False))
     model, history = train_pooled(
-        [train], train=config, model_config=SMALL, label_dropout=LabelDropoutConfig(),
-        seed=0, device=CPU,
+        [train],
+        train=config,
+        model_config=SMALL,
+        label_dropout=LabelDropoutConfig(),
+        seed=0,
+        device=CPU,
     )
     assert history.epochs[-1].loss < history.epochs[0].loss
     scores = evaluate(model, test, device=CPU).scores
@@ -43,12 +47,14 @@ def test_same_seed_gives_identical_weights() -> None:
     config = TrainConfig(epochs=1, batch_size=4)
     drop = LabelDropoutConfig(p=0.5, structures=["MYO"])
     runs = [
-        train_pooled([site], train=config, model_config=SMALL, label_dropout=drop, seed=7,
-                     device=CPU)[0].state_dict()
+        train_pooled(
+            [site], train=config, model_config=SMALL, label_dropout=drop, seed=7, device=CPU
+        )[0].state_dict()
         for _ in range(2)
     ]
-    other = train_pooled([site], train=config, model_config=SMALL, label_dropout=drop, seed=8,
-                         device=CPU)[0].state_dict()
+    other = train_pooled(
+        [site], train=config, model_config=SMALL, label_dropout=drop, seed=8, device=CPU
+    )[0].state_dict()
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not all(torch.equal(runs[0][k], other[k]) for k in runs[0])
 
@@ -89,9 +95,15 @@ def test_epoch_reports_data_time_and_sample_count() -> None:
     model = build_unet(SMALL)
     config = TrainConfig(batch_size=4)
     stats = train_one_epoch(
-        model, SegmentationTensors.from_sites([site]), make_optimiser(model, config),
-        make_loss(config), batch_size=4, generator=torch.Generator().manual_seed(0), device=CPU,
-        dropout=LabelDropout.for_partial([Structure.LA], 0.5), augmentation=config.augment,
+        model,
+        SegmentationTensors.from_sites([site]),
+        make_optimiser(model, config),
+        make_loss(config),
+        batch_size=4,
+        generator=torch.Generator().manual_seed(0),
+        device=CPU,
+        dropout=LabelDropout.for_partial([Structure.LA], 0.5),
+        augmentation=config.augment,
     )
     assert stats.samples == 10
     assert 0 < stats.data_seconds < stats.seconds

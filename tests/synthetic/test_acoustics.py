@@ -44,7 +44,7 @@ def _lateral_correlation_mm(envs: list[np.ndarray], depth_mm: float) -> float:
     row = int(depth_mm / GRID.dr)
     acs = []
     for env in envs:
-        band = env[row - 15:row + 16].astype(np.float64) ** 2
+        band = env[row - 15 : row + 16].astype(np.float64) ** 2
         band = band - band.mean(axis=1, keepdims=True)
         acs.append([np.mean(band[:, : band.shape[1] - k] * band[:, k:]) for k in range(40)])
     ac = np.mean(acs, axis=0)

@@ -24,8 +24,10 @@ ORIGIN = Placement((0.0, 0.0), 0.0, 1.0)
 
 
 def _hearts(phenotype: str, n: int = 25) -> list[HeartParams]:
-    return [sample_heart(np.random.default_rng(1000 + i), phenotype, 1.0).with_placement(ORIGIN)
-            for i in range(n)]
+    return [
+        sample_heart(np.random.default_rng(1000 + i), phenotype, 1.0).with_placement(ORIGIN)
+        for i in range(n)
+    ]
 
 
 def test_normal_ed_dimensions_follow_the_design_ranges() -> None:
@@ -54,8 +56,12 @@ def test_es_shortens_narrows_and_conserves_the_myocardium(phenotype: str) -> Non
         if phenotype in ("normal", "hypertrophic"):
             assert 0.12 <= 1.0 - es.long_axis_mm / ed.long_axis_mm <= 0.23
         efs.append(1.0 - es.lv_volume_ml() / ed.lv_volume_ml())
-    lo, hi = {"normal": (0.45, 0.78), "hypertrophic": (0.5, 0.85), "dilated": (0.1, 0.45),
-              "infarct": (0.2, 0.6)}[phenotype]
+    lo, hi = {
+        "normal": (0.45, 0.78),
+        "hypertrophic": (0.5, 0.85),
+        "dilated": (0.1, 0.45),
+        "infarct": (0.2, 0.6),
+    }[phenotype]
     assert lo <= min(efs) and max(efs) <= hi
 
 
@@ -82,8 +88,16 @@ def test_standard_a4c_orientation() -> None:
 
 def test_paint_layers_hold_every_tissue_of_an_a4c() -> None:
     tissues = {t for p in _hearts("infarct", 8) for _, t in heart_at(p, 0.0).layers}
-    for t in (Tissue.PERICARDIUM, Tissue.MYOCARDIUM, Tissue.WALL, Tissue.BLOOD, Tissue.VALVE,
-              Tissue.FIBROUS, Tissue.TRABECULA, Tissue.SCAR):
+    for t in (
+        Tissue.PERICARDIUM,
+        Tissue.MYOCARDIUM,
+        Tissue.WALL,
+        Tissue.BLOOD,
+        Tissue.VALVE,
+        Tissue.FIBROUS,
+        Tissue.TRABECULA,
+        Tissue.SCAR,
+    ):
         assert t in tissues
 
 
@@ -99,8 +113,9 @@ def _fraction_inside(poly: np.ndarray, geometry: SectorGeometry) -> float:
     return float(geometry.inside(pts).mean())
 
 
-@pytest.mark.parametrize(("depth", "sector", "body"), [(150, 80, 1.0), (140, 75, 1.05),
-                                                        (170, 70, 1.0), (90, 85, 0.55)])
+@pytest.mark.parametrize(
+    ("depth", "sector", "body"), [(150, 80, 1.0), (140, 75, 1.05), (170, 70, 1.0), (90, 85, 0.55)]
+)
 def test_fit_keeps_lv_and_la_inside_the_fan(depth: float, sector: float, body: float) -> None:
     for i in range(6):
         p = sample_heart(np.random.default_rng(i), "dilated" if i % 3 == 0 else "normal", body)
@@ -119,8 +134,8 @@ def test_cycle_phases() -> None:
     c, o, ed, es = cycle_phases(20)
     assert c[ed] == 0.0 and c[es] == 1.0 and o[ed] == 0.0 and o[es] == 0.0
     assert ed < es and int(np.argmax(c)) == es
-    assert np.all(np.diff(c[ed:es + 1]) > 0)  # systole: monotonic contraction
-    assert o[es + 1:].max() > 0.5  # the valves open in diastole
+    assert np.all(np.diff(c[ed : es + 1]) > 0)  # systole: monotonic contraction
+    assert o[es + 1 :].max() > 0.5  # the valves open in diastole
     with pytest.raises(ValueError, match="n_frames"):
         cycle_phases(1)
 

@@ -13,8 +13,9 @@ from common.synthetic.vendors import VENDORS
 
 
 def test_sheet_has_rows_columns_and_label_outlines(tmp_path: Path) -> None:
-    out = contact_sheet.save_contact_sheet(tmp_path / "sheet.png", [VENDORS["E"], VENDORS["U"]],
-                                           n_per_vendor=2, seed=3, size=(64, 64))
+    out = contact_sheet.save_contact_sheet(
+        tmp_path / "sheet.png", [VENDORS["E"], VENDORS["U"]], n_per_vendor=2, seed=3, size=(64, 64)
+    )
     sheet = np.asarray(Image.open(out).convert("RGB"))
     # 2 cases x (ED, ES, ED outlined, ES outlined); the widest tile is U's 100° fan.
     depth_u = 155 * 1.15  # at most, after depth adjustment
@@ -28,8 +29,10 @@ def test_sheet_has_rows_columns_and_label_outlines(tmp_path: Path) -> None:
 
 def test_cli_writes_the_png(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "docs" / "sheet.png"
-    assert contact_sheet.main(["--out", str(out), "--vendors", "B", "--n", "1", "--size",
-                               "48x48"]) == 0
+    assert (
+        contact_sheet.main(["--out", str(out), "--vendors", "B", "--n", "1", "--size", "48x48"])
+        == 0
+    )
     assert out.is_file() and out.stat().st_size > 1000
     assert "wrote" in capsys.readouterr().out
     with pytest.raises(ValueError, match="known vendors"):

@@ -119,8 +119,9 @@ def test_clip_runs_ed_to_es_and_back() -> None:
 
 def test_flip_lr_mirrors_frames_and_labels() -> None:
     plain = generate_recording(VENDORS["A"], seed=4, case_id="x", size=(64, 64))
-    flipped = generate_recording(VENDORS["A"], seed=4, case_id="x", size=(64, 64),
-                                 knobs=SynthesisKnobs(flip_lr=True))
+    flipped = generate_recording(
+        VENDORS["A"], seed=4, case_id="x", size=(64, 64), knobs=SynthesisKnobs(flip_lr=True)
+    )
     assert np.array_equal(flipped.frames, plain.frames[:, :, ::-1])
     assert np.array_equal(flipped.labels, plain.labels[:, :, ::-1])
     assert flipped.info["orientation"] == "flipped"
@@ -135,8 +136,13 @@ def test_flip_lr_mirrors_frames_and_labels() -> None:
 
 def test_annotation_jitter_redraws_labels_but_keeps_the_anatomy() -> None:
     exact = render_case(VENDORS["A"], seed=9, case_id="x", size=(128, 128))
-    traced = render_case(VENDORS["A"], seed=9, case_id="x", size=(128, 128),
-                         knobs=SynthesisKnobs(annotation_jitter_mm=1.5))
+    traced = render_case(
+        VENDORS["A"],
+        seed=9,
+        case_id="x",
+        size=(128, 128),
+        knobs=SynthesisKnobs(annotation_jitter_mm=1.5),
+    )
     assert exact.anatomy_labels is exact.recording.labels
     assert np.array_equal(traced.anatomy_labels, exact.recording.labels)
     assert np.array_equal(traced.recording.frames, exact.recording.frames)
@@ -153,8 +159,9 @@ def test_quality_knob_changes_the_images() -> None:
     for name, knobs in (("good", good), ("poor", poor)):
         values = []
         for seed in range(4):
-            rec = generate_recording(VENDORS["A"], seed=seed, case_id="x", size=(96, 96),
-                                     knobs=knobs)
+            rec = generate_recording(
+                VENDORS["A"], seed=seed, case_id="x", size=(96, 96), knobs=knobs
+            )
             assert rec.info["quality"] == name.capitalize()
             f, lab = rec.frames[0].astype(float), rec.labels[0]
             values.append(f[lab == Structure.MYO].mean() - f[lab == Structure.LV].mean())
@@ -168,8 +175,9 @@ def test_generate_site_names_splits_and_seeds() -> None:
     assert sorted(r.split for r in site) == ["test"] + ["train"] * 8 + ["val"]
     again = generate_site(VENDORS["C"], 12, seed=7, size=(48, 48))
     assert all(np.array_equal(a.frames, b.frames) for a, b in zip(site, again[:10], strict=False))
-    other_vendor = generate_recording(VENDORS["D"], seed=case_seed(7, "C", 0), case_id="x",
-                                      size=(48, 48))
+    other_vendor = generate_recording(
+        VENDORS["D"], seed=case_seed(7, "C", 0), case_id="x", size=(48, 48)
+    )
     assert other_vendor.info["ef"] == site[0].info["ef"]  # the case seed alone fixes the heart
     assert case_seed(7, "C", 0) != case_seed(7, "D", 0) != case_seed(8, "C", 0)
     assert len({case_seed(7, "C", i) for i in range(100)}) == 100

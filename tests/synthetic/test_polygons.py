@@ -36,8 +36,9 @@ def test_offset_of_a_circle_changes_its_radius(reverse: bool) -> None:
     assert polygon_area(shrunk) == pytest.approx(math.pi * 7.0**2, rel=2e-3)
 
 
-@pytest.mark.parametrize(("a", "b", "angle"),
-                         [(20.3, 11.7, 0.0), (7.2, 15.1, 0.6), (3.1, 2.4, 1.0)])
+@pytest.mark.parametrize(
+    ("a", "b", "angle"), [(20.3, 11.7, 0.0), (7.2, 15.1, 0.6), (3.1, 2.4, 1.0)]
+)
 def test_fill_polygon_matches_the_analytic_area(a: float, b: float, angle: float) -> None:
     # cv2 alone paints ~half a pixel too much all round; the corrected fill must not.
     target = np.zeros((80, 80), np.uint8)

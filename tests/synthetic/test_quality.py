@@ -55,8 +55,9 @@ def test_difficulty_zero_leaves_clean_physics_and_two_is_harder() -> None:
     assert all(a.haze == 0 and a.dropout_db == 0 and not a.shadows for a in clean)
     assert all(a.blood_shift_db == 0 and a.orientation_db == 0 for a in clean)
     one, two = _draw("B", "medium", 1.0), _draw("B", "medium", 2.0)
-    assert np.mean([a.haze for a in two]) == pytest.approx(2 * np.mean([a.haze for a in one]),
-                                                           rel=0.15)
+    assert np.mean([a.haze for a in two]) == pytest.approx(
+        2 * np.mean([a.haze for a in one]), rel=0.15
+    )
     assert np.mean([len(a.shadows) for a in two]) > 1.5 * np.mean([len(a.shadows) for a in one])
 
 

@@ -36,7 +36,7 @@ def _speckle_contrast(f: np.ndarray, inside: np.ndarray) -> float:
 def _stats(frame: np.ndarray, labels: np.ndarray, inside: np.ndarray) -> dict[str, float]:
     f = frame.astype(np.float64)
     h, w = f.shape
-    centre = f[h // 3: 2 * h // 3, w // 3: 2 * w // 3]
+    centre = f[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3]
     both = inside[:, 1:] & inside[:, :-1]
     return {
         "mean": f[inside].mean(),
@@ -68,8 +68,9 @@ def stats() -> dict[str, dict[str, np.ndarray]]:
 
 
 def _welch_t(a: np.ndarray, b: np.ndarray) -> float:
-    return float(abs(a.mean() - b.mean()) / np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)
-                                                   + 1e-12))
+    return float(
+        abs(a.mean() - b.mean()) / np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b) + 1e-12)
+    )
 
 
 def _separating(stats: dict[str, dict[str, np.ndarray]], v1: str, v2: str) -> list[str]:

@@ -23,9 +23,22 @@ TABLE = {
     "D": (70, 170, 2.0, 0.60, 1.5, 0.022, 45, 5, 1.0, 0.80, 0.45, 1.2, 0.6, 0.30),
     "E": (85, 90, 4.0, 0.25, 0.5, 0.010, 55, 0, 1.0, 0.95, 0.10, 0.3, 0.2, 0.05),
 }
-FIELDS = ("sector_deg", "depth_mm", "frequency_mhz", "axial_psf_mm", "lateral_psf0_mm",
-          "lateral_psf_slope", "dynamic_range_db", "gain_db", "gamma", "tgc_compensation", "haze",
-          "smoothing_px", "wall_dropout_prob", "shadow_prob")
+FIELDS = (
+    "sector_deg",
+    "depth_mm",
+    "frequency_mhz",
+    "axial_psf_mm",
+    "lateral_psf0_mm",
+    "lateral_psf_slope",
+    "dynamic_range_db",
+    "gain_db",
+    "gamma",
+    "tgc_compensation",
+    "haze",
+    "smoothing_px",
+    "wall_dropout_prob",
+    "shadow_prob",
+)
 
 
 @pytest.mark.parametrize("name", sorted(TABLE))
