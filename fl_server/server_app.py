@@ -200,12 +200,14 @@ def main(grid: Grid, context: Context) -> None:
     say(f"round 0 (initial model): val Dice {_dice_line(round0) if round0 else 'n/a'}")
     checkpoint(0, initial)
 
+    config = train_config(settings, infos)
+    metrics_log.event("train-config", **dict(config))
     result = strategy.start(
         grid=grid,
         initial_arrays=initial,
         num_rounds=settings.num_server_rounds,
         timeout=settings.round_timeout,
-        train_config=train_config(settings, infos),
+        train_config=config,
         evaluate_config=ConfigRecord({"split": "val"}),
         evaluate_fn=lambda r, a: checkpoint(r, a) if r > 0 else None,
     )

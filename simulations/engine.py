@@ -57,46 +57,51 @@ def run_config_arg(values: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={toml_value(v)}" for k, v in values.items())
 
 
-def _session_members(sid: int) -> list[int]:
-    members = []
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, session id, command line) of every live process."""
+    table = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[3]) == sid:  # field 6 of /proc/PID/stat: session id
-            members.append(int(entry.name))
-    return members
+        if fields[0] != "Z":
+            table[int(entry.name)] = (int(fields[1]), int(fields[3]), cmd)
+    return table
 
 
 def _processes_mentioning(text: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
-        except OSError:
-            continue
-        if text in cmdline:
-            pids.append(int(entry.name))
-    return pids
+    return [pid for pid, (_, _, cmd) in _process_table().items() if text in cmd]
+
+
+def _family(leaders: list[int]) -> set[int]:
+    """The leaders, their sessions, their descendants, and the processes that watch one of
+    them (Flower starts ``flwr-simulation`` / ``flwr-serverapp`` with ``--parent-pid``)."""
+    table = _process_table()
+    family = set(leaders)
+    while True:
+        # never our own session: only a detached SuperLink's session is taken down whole
+        sessions = {table[p][1] for p in family if p in table} - {os.getsid(0)}
+        grown = {
+            pid
+            for pid, (ppid, sid, cmd) in table.items()
+            if ppid in family
+            or sid in sessions
+            or any(f"--parent-pid {p} " in cmd + " " for p in family)
+        } | family
+        if grown == family:
+            return family
+        family = grown
 
 
 def stop_local_superlink(flwr_home: Path, grace: float = 5.0) -> int:
-    """Stop the managed SuperLink of this ``FLWR_HOME`` and its whole session (ServerApp,
-    simulation, Ray workers). Returns how many processes were signalled."""
+    """Stop the managed SuperLink of this ``FLWR_HOME`` and everything it started
+    (ServerApp, simulation, Ray). Returns how many processes were signalled."""
     leaders = _processes_mentioning(str(flwr_home / "local-superlink"))
-    targets: set[int] = set()
-    for pid in leaders:
-        try:
-            targets.update(_session_members(os.getsid(pid)))
-        except ProcessLookupError:
-            continue
-    targets.discard(os.getpid())
+    targets = _family(leaders) - {os.getpid(), os.getppid()}
     for sig in (signal.SIGTERM, signal.SIGKILL):
         alive = [p for p in targets if _alive(p)]
         for pid in alive:

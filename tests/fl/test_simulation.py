@@ -1,0 +1,212 @@
+"""The Flower app end to end on Flower's simulation engine (real managed SuperLink, Ray).
+
+Three synthetic sites of different vendors and labelled sets: A (CAMUS-like, {LV, MYO, LA}),
+B (EchoNet-like, {LV}), D (handheld, folder format, {LV, LA}); 2 rounds with label dropout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from common.cache import load_site_cached
+from common.checkpoint import load_checkpoint
+from common.config import SiteSpec
+from common.labels import Structure, partially_labelled
+from common.local_training import evaluate_local
+from common.model import ModelConfig, build_unet
+from common.preprocess import PreprocessConfig
+from common.synthetic.federation import FederationConfig, generate_federation
+from fl_server.metrics_log import read_metrics_log
+from simulations.engine import SimulationEngine
+
+APP_DIR = Path(__file__).resolve().parents[2]
+SITES = {"A": "camus-nifti", "B": "echonet-dynamic", "D": "folder"}
+ROUNDS = 2
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base = tmp_path_factory.mktemp("federation")
+    fed = FederationConfig.model_validate(
+        {
+            "seed": 3,
+            "output_dir": str(base / "data"),
+            "workers": 2,
+            "sites": [
+                {"name": "A", "vendor": "A", "format": "camus-nifti", "cases": 14},
+                {"name": "B", "vendor": "B", "format": "echonet-dynamic", "cases": 14},
+                {
+                    "name": "D",
+                    "vendor": "D",
+                    "format": "folder",
+                    "cases": 14,
+                    "labelled": ["LV", "LA"],
+                },
+            ],
+        }
+    )
+    generate_federation(fed, progress=lambda _: None)
+    specs = [SiteSpec(name=n, format=f, root=base / "data" / n) for n, f in SITES.items()]
+    (base / "sites.json").write_text(json.dumps([s.model_dump(mode="json") for s in specs]))
+    run_config = {
+        "num-server-rounds": ROUNDS,
+        "local-epochs": 3,
+        "lr": 0.003,
+        "batch-size": 8,
+        "image-size": SIZE,
+        "label-dropout-p": 0.5,
+        "min-sites": 3,
+        "client-threads": 1,
+        "output-dir": str(base / "out"),
+        "cache-dir": str(base / "cache"),
+        "sim-sites": str(base / "sites.json"),
+        "save-updates": True,
+        "seed": 1,
+    }
+    before = live_processes()
+    with SimulationEngine(base / "flwr") as engine:
+        outcome = engine.run(APP_DIR, run_config, num_sites=3, timeout=600)
+    leftovers = {pid: cmd for pid, cmd in live_processes().items() if pid not in before}
+    return {
+        "base": base,
+        "outcome": outcome,
+        "out": base / "out",
+        "specs": specs,
+        "rows": read_metrics_log(base / "out" / "metrics.jsonl"),
+        "leftovers": leftovers,
+    }
+
+
+def live_processes() -> dict[int, str]:
+    """pid -> command line of every process that is alive (not a zombie)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
+        except OSError:
+            continue
+        if state != "Z":
+            out[int(entry.name)] = cmd
+    return out
+
+
+def events(run: dict, name: str) -> list[dict]:
+    return [r for r in run["rows"] if r.get("event") == name]
+
+
+def test_run_succeeds_and_leaves_no_process(run: dict) -> None:
+    assert run["outcome"].returncode == 0, "\n".join(run["outcome"].output[-40:])
+    # SuperLink, ServerApp, simulation and Ray: everything the run started is gone
+    assert run["leftovers"] == {}
+
+
+def test_every_site_trains_every_round(run: dict) -> None:
+    done = events(run, "round-done")
+    assert [e["round"] for e in done] == list(range(1, ROUNDS + 1))
+    assert all(e["sites"] == ["A", "B", "D"] for e in done)
+    for r in range(1, ROUNDS + 1):
+        trained = {
+            row["site"]
+            for row in run["rows"]
+            if row.get("phase") == "train" and row.get("round") == r
+        }
+        assert trained == {"A", "B", "D", "*"}
+    assert not events(run, "site-error")
+
+
+def test_negotiated_partial_structures(run: dict) -> None:
+    negotiated = events(run, "negotiated")[0]
+    labelled = {"A": {"LV", "MYO", "LA"}, "B": {"LV"}, "D": {"LV", "LA"}}
+    assert {k: set(v) for k, v in negotiated["sites"].items()} == labelled
+    expected = partially_labelled([{Structure[n] for n in v} for v in labelled.values()])
+    assert set(negotiated["partial"]) == {s.name for s in expected} == {"MYO", "LA"}
+    config = events(run, "train-config")[0]
+    assert set(config["partial-structures"].split(",")) == {"MYO", "LA"}
+    assert config["label-dropout-p"] == 0.5
+
+
+def test_sites_send_only_weights_and_scalar_metrics(run: dict) -> None:
+    state_keys = sorted(build_unet(ModelConfig()).state_dict())
+    audits = events(run, "reply-audit")
+    train = [a for a in audits if a["phase"] == "train"]
+    val = [a for a in audits if a["phase"] == "val"]
+    assert len(train) == 3 * ROUNDS and len(val) == 3 * ROUNDS
+    for audit in train:
+        assert audit["records"] == {"arrays": "ArrayRecord", "metrics": "MetricRecord"}
+        assert audit["arrays"] == {"arrays": state_keys}
+        assert set(audit["metrics"]["metrics"].values()) == {"float"}
+    for audit in val:
+        assert audit["records"] == {"metrics": "MetricRecord"}
+        assert set(audit["metrics"]["metrics"].values()) == {"float"}
+
+
+def test_fedavg_is_the_sample_weighted_mean(run: dict) -> None:
+    updates = [np.load(p) for p in sorted((run["out"] / "updates").glob("round-0001-*.npz"))]
+    assert len(updates) == 3
+    weights = np.array([float(u["__weight__"]) for u in updates])
+    assert sorted(weights) == sorted(
+        float(
+            len(
+                load_site_cached(
+                    s, PreprocessConfig(size=(SIZE, SIZE)), run["base"] / "cache"
+                ).split("train")
+            )
+        )
+        for s in run["specs"]
+    )
+    global_state, _ = load_checkpoint(run["out"] / "checkpoints" / "round-0001.pt")
+    for key, tensor in global_state.items():
+        stacked = np.stack([u[key].astype(np.float64) for u in updates])
+        expected = np.tensordot(weights / weights.sum(), stacked, axes=1)
+        if tensor.dtype.is_floating_point:
+            np.testing.assert_allclose(tensor.numpy(), expected, rtol=1e-5, atol=1e-6)
+        else:  # integer buffers (BatchNorm batch counters) keep their dtype
+            assert tensor.dtype == torch.int64
+            assert abs(int(tensor) - expected) < 1.0
+
+
+def test_metrics_log_is_complete_and_lv_dice_rises(run: dict) -> None:
+    rows = [r for r in run["rows"] if "phase" in r and r["site"] != "*"]
+    for phase, rounds in (
+        ("val", range(0, ROUNDS + 1)),
+        ("train", range(1, ROUNDS + 1)),
+        ("test", [ROUNDS]),
+    ):
+        for r in rounds:
+            for site in SITES:
+                row = next(
+                    x for x in rows if (x["phase"], x["round"], x["site"]) == (phase, r, site)
+                )
+                for s in ("LV", "MYO", "LA"):
+                    assert f"dice-{s}" in row and f"n-{s}" in row
+                    if phase != "train":
+                        assert row[f"full-n-{s}"] > 0  # synthetic: every structure scored
+    aggregate = {
+        r["round"]: r for r in run["rows"] if r.get("phase") == "val" and r.get("site") == "*"
+    }
+    assert aggregate[ROUNDS]["full-dice-LV"] > aggregate[0]["full-dice-LV"] + 0.1
+    checkpoints = run["out"] / "checkpoints"
+    for name in ["round-0000.pt", "round-0001.pt", "round-0002.pt", "best.pt", "final.pt"]:
+        assert (checkpoints / name).is_file() and (checkpoints / f"{name}.json").is_file()
+
+
+def test_server_side_test_scores_match_a_local_rescoring(run: dict) -> None:
+    summary = json.loads((run["out"] / "summary.json").read_text())
+    state, _ = load_checkpoint(run["out"] / "checkpoints" / "final.pt")
+    model = build_unet(ModelConfig())
+    model.load_state_dict(state)
+    for spec in run["specs"]:
+        data = load_site_cached(spec, PreprocessConfig(size=(SIZE, SIZE)), run["base"] / "cache")
+        local = evaluate_local(model, data.split("test"), device=torch.device("cpu"))
+        remote = summary["test"][spec.name]
+        for s in ("LV", "MYO", "LA"):
+            assert remote[f"full-dice-{s}"] == pytest.approx(local[f"full-dice-{s}"], abs=1e-6)
