@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -163,6 +164,28 @@ class SimulationEngine:
         self.resources = resources or Resources()
         write_connection(self.flwr_home)
         self.env = simulation_env(self.flwr_home)
+        self._lock = threading.Lock()
+        self._started = False
+
+    def start(self) -> None:
+        """Start the managed SuperLink once (``flwr ls`` brings it up), so that concurrent
+        runs do not race to start it."""
+        with self._lock:
+            if self._started:
+                return
+            proc = subprocess.run(
+                ["flwr", "ls", CONNECTION],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(
+                    "could not start the local SuperLink: " + (proc.stdout + proc.stderr)[-1500:]
+                )
+            self._started = True
 
     def __enter__(self) -> SimulationEngine:
         return self
@@ -183,6 +206,7 @@ class SimulationEngine:
         timeout: float = 6 * 3600,
     ) -> SimulationOutcome:
         """``flwr run <app_dir> --stream`` with ``num_sites`` simulated SuperNodes."""
+        self.start()
         federation = (
             f"num-supernodes={num_sites} "
             f"client-resources-num-cpus={self.resources.cpus_per_site:g} "

@@ -116,6 +116,7 @@ class ResourcesConfig(StrictModel):
     cpus_per_site: float = Field(default=1.0, gt=0)
     gpus_per_site: float = Field(default=0.0, ge=0)
     threads: int = Field(default=0, ge=0)  # torch threads per process; 0 = cores / parallel
+    parallel_runs: int = Field(default=0, ge=0)  # federated runs at once; 0 = one per core
     device: str = "auto"
 
 

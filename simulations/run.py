@@ -13,8 +13,10 @@ the report (Markdown + CSV table, learning curves, bar chart, overlays) to
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common.cache import load_site_cached
@@ -36,6 +38,17 @@ def _say_factory(started: float):  # type: ignore[no-untyped-def]
     return say
 
 
+class RunsFailed(EchoflError):
+    """Some runs of the study failed (the others are kept)."""
+
+
+def _attempt(fn, *args):  # type: ignore[no-untyped-def]
+    try:
+        return fn(*args)
+    except Exception as exc:
+        return exc
+
+
 def run_experiment(config: ExperimentConfig, *, report: bool = True) -> list[dict]:
     say = _say_factory(time.perf_counter())
     fed = config.synthetic_federation()
@@ -54,15 +67,37 @@ def run_experiment(config: ExperimentConfig, *, report: bool = True) -> list[dic
         )
     needs_engine = any(c.kind == "federated" for c in config.conditions)
     engine = engine_for(config) if needs_engine else None
-    results = []
+    jobs = [(c, seed) for seed in config.seeds for c in config.conditions]
+    outcomes: dict[tuple[str, int], dict | BaseException] = {}
     try:
         ctx = RunContext(config, data, APP_DIR, engine, say)
-        for seed in config.seeds:
-            for condition in config.conditions:
-                results.append(execute(ctx, condition, seed))
+        # Local and centralised runs train in this process first, one after the other, with
+        # every core; then the federated runs (Flower + Ray subprocesses) go several at once,
+        # which overlaps their start-up and I/O.
+        for c, seed in jobs:
+            if c.kind != "federated":
+                outcomes[(c.name, seed)] = _attempt(execute, ctx, c, seed)
+        federated = [(c, seed) for c, seed in jobs if c.kind == "federated"]
+        workers = config.resources.parallel_runs or os.cpu_count() or 1
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {
+                (c.name, seed): pool.submit(_attempt, execute, ctx, c, seed)
+                for c, seed in federated
+            }
+            for key, future in futures.items():
+                outcomes[key] = future.result()
     finally:
         if engine is not None:
             engine.close()
+    failed = {k: v for k, v in outcomes.items() if isinstance(v, BaseException)}
+    for (name, seed), exc in failed.items():
+        say(f"FAILED {name} / seed {seed}: {exc}")
+    results = [outcomes[(c.name, seed)] for c, seed in jobs if (c.name, seed) not in failed]
+    if failed:
+        raise RunsFailed(
+            f"{len(failed)} of {len(jobs)} run(s) failed; finished runs are kept "
+            "and a new invocation continues from them"
+        )
     if report:
         from simulations.report import write_report
 

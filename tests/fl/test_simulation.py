@@ -84,7 +84,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def live_processes() -> dict[int, str]:
-    """pid -> command line of every process that is alive (not a zombie)."""
+    """pid -> command line of every live user process (no zombies, no kernel threads: those
+    have an empty command line)."""
     out = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -94,7 +95,7 @@ def live_processes() -> dict[int, str]:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
         except OSError:
             continue
-        if state != "Z":
+        if state != "Z" and cmd:
             out[int(entry.name)] = cmd
     return out
 
