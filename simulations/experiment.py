@@ -120,6 +120,16 @@ class ResourcesConfig(StrictModel):
     device: str = "auto"
 
 
+class QuickOverrides(StrictModel):
+    """``[quick]``: a smaller variant of the same study (``--quick``)."""
+
+    seeds: list[int] | None = Field(default=None, min_length=1)
+    rounds: int | None = Field(default=None, ge=1)
+    local_epochs: int | None = Field(default=None, ge=1)
+    image_size: int | None = Field(default=None, ge=16)
+    cases: dict[str, int] = Field(default_factory=dict)
+
+
 class ExperimentConfig(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -131,6 +141,7 @@ class ExperimentConfig(StrictModel):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     conditions: list[Condition] = Field(default_factory=lambda: list(DEFAULT_CONDITIONS))
     sites: list[ExperimentSite] = Field(min_length=1)
+    quick: QuickOverrides | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
@@ -142,11 +153,46 @@ class ExperimentConfig(StrictModel):
         slugs = [c.slug for c in self.conditions]
         if len(set(slugs)) != len(slugs):
             raise ValueError("condition names must be unique")
+        if self.quick is not None:
+            unknown = sorted(set(self.quick.cases) - set(names))
+            if unknown:
+                raise ValueError(f"quick.cases names unknown site(s): {', '.join(unknown)}")
         if any(c.labels == "full" for c in self.conditions) and not all(
             s.synthetic for s in self.sites if s.role == "train"
         ):
             raise ValueError("a fully labelled condition needs synthetic training sites")
         return self
+
+    def quick_variant(self) -> ExperimentConfig:
+        """The ``[quick]`` version: its own name and data folder, so nothing is mixed up."""
+        if self.quick is None:
+            raise ValueError(f"experiment {self.name!r} has no [quick] section")
+        q = self.quick
+        budget = self.budget.model_copy(
+            update={
+                k: v
+                for k, v in (
+                    ("rounds", q.rounds),
+                    ("local_epochs", q.local_epochs),
+                    ("image_size", q.image_size),
+                )
+                if v is not None
+            }
+        )
+        sites = [
+            s.model_copy(update={"cases": q.cases[s.name]}) if s.name in q.cases else s
+            for s in self.sites
+        ]
+        return self.model_copy(
+            update={
+                "name": f"{self.name}-quick",
+                "data_dir": self.data_dir.with_name(self.data_dir.name + "-quick"),
+                "seeds": q.seeds or self.seeds,
+                "budget": budget,
+                "sites": sites,
+                "quick": None,
+            }
+        )
 
     @property
     def train_sites(self) -> list[ExperimentSite]:

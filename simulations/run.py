@@ -49,7 +49,18 @@ def _attempt(fn, *args):  # type: ignore[no-untyped-def]
         return exc
 
 
-def run_experiment(config: ExperimentConfig, *, report: bool = True) -> list[dict]:
+def _command_line(argv: list[str] | None) -> str:
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python simulations/run.py", *args])
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    report: bool = True,
+    report_dir: Path | None = None,
+    command: str = "",
+) -> list[dict]:
     say = _say_factory(time.perf_counter())
     fed = config.synthetic_federation()
     if fed is not None:
@@ -101,9 +112,10 @@ def run_experiment(config: ExperimentConfig, *, report: bool = True) -> list[dic
     if report:
         from simulations.report import write_report
 
-        paths = write_report(config, results, data, config.run_dir / "report")
+        for folder in [config.run_dir / "report", *([report_dir] if report_dir else [])]:
+            paths = write_report(config, results, data, folder, command=command)
+            say(f"report: {folder}")
         print("\n" + paths["markdown"].read_text())
-        say(f"report: {paths['markdown'].parent}")
     return results
 
 
@@ -114,6 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--smoke", action="store_true", help=f"run {SMOKE_CONFIG.name}")
     parser.add_argument("--seeds", help="comma-separated seeds (override the config)")
     parser.add_argument("--output-dir", type=Path, help="override output_dir")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="run the config's [quick] variant (smaller, same conditions)",
+    )
+    parser.add_argument(
+        "--report-dir", type=Path, help="also write the report here (e.g. docs/results/<name>)"
+    )
     args = parser.parse_args(argv)
     path = SMOKE_CONFIG if args.smoke else args.config
     try:
@@ -128,7 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.output_dir:
             raw["output_dir"] = str(args.output_dir)
         config = validate_config(ExperimentConfig, raw, path)
-        run_experiment(config)
+        if args.quick:
+            try:
+                config = config.quick_variant()
+            except ValueError as exc:
+                raise EchoflError(f"{path}: {exc}") from None
+        run_experiment(config, report_dir=args.report_dir, command=_command_line(argv))
     except EchoflError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -83,9 +83,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
 
 
+FLOWER_OR_RAY = ("flwr", "flower", "ray", "gcs_server")
+
+
 def live_processes() -> dict[int, str]:
-    """pid -> command line of every live user process (no zombies, no kernel threads: those
-    have an empty command line)."""
+    """pid -> command line of every live Flower or Ray process (no zombies). Other processes
+    of the machine (a shell, an editor) come and go and are not this test's business."""
     out = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -95,7 +98,7 @@ def live_processes() -> dict[int, str]:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
         except OSError:
             continue
-        if state != "Z" and cmd:
+        if state != "Z" and any(word in cmd for word in FLOWER_OR_RAY):
             out[int(entry.name)] = cmd
     return out
 
