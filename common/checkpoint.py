@@ -1,13 +1,18 @@
-"""Global-model checkpoints: a weights file and a JSON sidecar with its SHA-256 digest.
+"""Global-model checkpoints: a weights file and a JSON sidecar with its digest and signature.
 
 ``round-0003.pt`` holds the state dict (``torch.save``); ``round-0003.pt.json`` holds the
-digest, the round, the model settings and the validation metrics of that round. Both are
-written to a temporary file and renamed, so a crash never leaves a half-written checkpoint.
-Loading checks the digest: a modified weights file is refused with a clear error.
+SHA-256 digest of that file, the round, the model settings, the validation metrics and, when
+the coordinator has a signing key, an Ed25519 signature over all of that (the sidecar without
+its ``signature`` field, as canonical JSON). Both files are written to a temporary file and
+renamed, so a crash never leaves a half-written checkpoint.
+
+Loading checks the digest (a modified weights file is refused) and, given the coordinator's
+public key, the signature (an unsigned checkpoint, or one whose sidecar was edited, is refused).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -18,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from common.errors import DataError
 
@@ -45,10 +52,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _signed_payload(sidecar: Mapping[str, Any]) -> bytes:
+    body = {k: v for k, v in sidecar.items() if k != "signature"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
 def save_checkpoint(
-    path: Path, state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+    path: Path,
+    state_dict: Mapping[str, torch.Tensor],
+    meta: Mapping[str, Any],
+    signing_key: Ed25519PrivateKey | None = None,
 ) -> dict[str, Any]:
-    """Save weights + sidecar; returns the sidecar content (with ``sha256``)."""
+    """Save weights + sidecar (signed when ``signing_key`` is given); returns the sidecar."""
     buffer = io.BytesIO()
     torch.save(dict(state_dict), buffer)
     data = buffer.getvalue()
@@ -59,6 +74,12 @@ def save_checkpoint(
         "sha256": hashlib.sha256(data).hexdigest(),
         "bytes": len(data),
     }
+    if signing_key is not None:
+        signature = signing_key.sign(_signed_payload(sidecar))
+        sidecar["signature"] = {
+            "algorithm": "ed25519",
+            "value": base64.b64encode(signature).decode(),
+        }
     atomic_write_bytes(Path(str(path) + SIDECAR_SUFFIX), json.dumps(sidecar, indent=2).encode())
     return sidecar
 
@@ -73,12 +94,36 @@ def read_sidecar(path: Path) -> dict[str, Any]:
         raise DataError(sidecar_path, f"unreadable checkpoint sidecar ({exc})") from None
 
 
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a checkpoint after checking its digest; returns (state dict, sidecar)."""
+def verify_signature(path: Path, sidecar: Mapping[str, Any], key: Ed25519PublicKey) -> None:
+    """Raise :class:`DataError` unless ``sidecar`` carries a valid signature by ``key``."""
+    signature = sidecar.get("signature")
+    if not isinstance(signature, dict) or "value" not in signature:
+        raise DataError(
+            path,
+            "unsigned checkpoint: refused (a verification key was given, so "
+            "only checkpoints signed by the coordinator are accepted)",
+        )
+    try:
+        key.verify(base64.b64decode(signature["value"]), _signed_payload(sidecar))
+    except (InvalidSignature, ValueError, TypeError):
+        raise DataError(
+            path,
+            "invalid checkpoint signature: the checkpoint or its sidecar was "
+            "modified, or it was signed by another coordinator",
+        ) from None
+
+
+def load_checkpoint(
+    path: Path, verify_key: Ed25519PublicKey | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a checkpoint after checking its digest (and its signature when ``verify_key`` is
+    given); returns (state dict, sidecar)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "checkpoint file not found")
     sidecar = read_sidecar(path)
+    if verify_key is not None:
+        verify_signature(path, sidecar, verify_key)
     actual = sha256_file(path)
     if sidecar.get("sha256") != actual:
         expected = str(sidecar.get("sha256"))[:12]
