@@ -211,7 +211,7 @@ def init_pki(root: Path, hosts: list[str], sites: list[str], *, force: bool = Fa
     write_file(paths.server_key, _pem_key(server_key), private=True)
     write_file(paths.server_cert, server_cert.public_bytes(serialization.Encoding.PEM))
     for site in sites:
-        add_site_keys(paths, site)
+        add_site_keys(paths, site, force=force)
     private, public = make_signing_keys()
     write_file(paths.signing_key, private, private=True)
     write_file(paths.signing_pub, public)

@@ -54,6 +54,9 @@ class RunSettings(StrictModel):
     sim_sites: str = Field("", alias="sim-sites")
     save_updates: bool = Field(False, alias="save-updates")
     full_labels: bool = Field(False, alias="full-labels")  # research: train on full truth
+    signing_key: str = Field("", alias="signing-key")  # coordinator: sign every checkpoint
+    verify_key: str = Field("", alias="verify-key")  # public key for initial-checkpoint
+    initial_checkpoint: str = Field("", alias="initial-checkpoint")  # fine-tune from a model
 
     @field_validator("model_channels")
     @classmethod

@@ -22,13 +22,16 @@ import time
 from pathlib import Path
 
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from common.checkpoint import save_checkpoint
+from common.checkpoint import load_checkpoint, save_checkpoint
+from common.errors import ConfigError
 from common.labels import format_labelled_set
 from common.metrics import STRUCTURES
 from common.model import build_unet
+from common.pki import load_signing_key, load_verify_key
 from common.run_settings import RunSettings, parse_run_settings
 from fl_server.metrics_log import MetricsLog
 from fl_server.negotiation import (
@@ -154,8 +157,12 @@ def main(grid: Grid, context: Context) -> None:
         f"label dropout p = {settings.label_dropout_p}"
     )
 
+    signing_key = load_signing_key(Path(settings.signing_key)) if settings.signing_key else None
     torch.manual_seed(settings.seed)
     model = build_unet(settings.model)
+    if settings.initial_checkpoint:
+        model.load_state_dict(initial_state(settings, signing_key))
+        say(f"starting from {settings.initial_checkpoint} (signature verified)")
     initial = ArrayRecord(model.state_dict())
     strategy = make_strategy(settings)
     strategy.setup_bookkeeping(
@@ -177,11 +184,11 @@ def main(grid: Grid, context: Context) -> None:
             "validation": validation,
         }
         state = arrays.to_torch_state_dict()
-        save_checkpoint(checkpoints / f"round-{server_round:04d}.pt", state, meta)
+        save_checkpoint(checkpoints / f"round-{server_round:04d}.pt", state, meta, signing_key)
         score = mean_dice(validation)
         if server_round > 0 and score > best["score"]:
             best.update(score=score, round=server_round)
-            save_checkpoint(checkpoints / "best.pt", state, meta)
+            save_checkpoint(checkpoints / "best.pt", state, meta, signing_key)
         if server_round > 0:
             seconds = time.perf_counter() - round_started[0]
             train_agg = strategy.participants.get(server_round, [])
@@ -220,6 +227,7 @@ def main(grid: Grid, context: Context) -> None:
             "model": settings.model.model_dump(mode="json"),
             "image_size": settings.image_size,
         },
+        signing_key,
     )
     live = sorted(grid.get_node_ids())
     test = evaluate_round(
@@ -240,6 +248,22 @@ def main(grid: Grid, context: Context) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     say("final model on each site's test split:\n" + summary_table(rows))
     say(f"done in {summary['seconds']:.0f}s; outputs in {out}")
+
+
+def initial_state(settings: RunSettings, signing_key: Ed25519PrivateKey | None) -> dict:
+    """Weights to start from (fine-tuning), verified against the coordinator's public key."""
+    if settings.verify_key:
+        verify_key = load_verify_key(Path(settings.verify_key))
+    elif signing_key is not None:
+        verify_key = signing_key.public_key()
+    else:
+        raise ConfigError(
+            "run config",
+            "initial-checkpoint needs verify-key (or signing-key): "
+            "an unverified model is never loaded",
+        )
+    state, _ = load_checkpoint(Path(settings.initial_checkpoint), verify_key=verify_key)
+    return state
 
 
 def _final_test_rows(path: Path, server_round: int) -> list[dict]:

@@ -77,7 +77,7 @@ def test_bad_key_and_certificate_files(tmp_path: Path, pki: PkiPaths) -> None:
     with pytest.raises(ConfigError, match="not a CA certificate"):
         check_ca_certificate(pki.server_cert)
     (tmp_path / "junk.crt").write_text("-----BEGIN CERTIFICATE-----\nxx\n")
-    with pytest.raises(ConfigError, match="not a PEM X.509 certificate"):
+    with pytest.raises(ConfigError, match=r"not a PEM X\.509 certificate"):
         load_certificate(tmp_path / "junk.crt")
     other = init_pki(tmp_path / "other", ["x"], [])
     with pytest.raises(ConfigError, match="not signed by the given CA"):

@@ -1,0 +1,227 @@
+"""``fl-client --site X``: a hospital's long-lived federated-learning client.
+
+1. reads and validates ``<config-dir>/<X>.toml`` (see :mod:`fl_client.site_config`);
+2. checks everything before connecting: CA certificate and site key present, parseable, valid
+   and private; every data file readable with valid labels (this also warms the preprocessing
+   cache for the first round);
+3. waits for the coordinator (TLS handshake against the federation's CA; retried with a
+   readable message while unreachable; a certificate that the CA did not sign is fatal);
+4. runs a Flower SuperNode for the site with TLS and node authentication, telemetry and update
+   checks off, and watches it: an unregistered key gets an explicit message.
+
+Exit codes: 0 stopped normally, 2 configuration or data problem, 3 not registered,
+4 coordinator unreachable (with ``max_retries``), other: the SuperNode's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from common.cache import load_site_cached
+from common.errors import EchoflError
+from common.labels import format_labelled_set
+from common.preprocess import PreprocessConfig
+from fl_client.site_config import SiteConfig, check_files, load_site_config, site_config_path
+
+EXIT_CONFIG, EXIT_UNREGISTERED, EXIT_UNREACHABLE = 2, 3, 4
+NOT_REGISTERED_MARK = "[code: 2004]"
+
+log = logging.getLogger("echofl.fl-client")
+
+
+class CoordinatorCertificateError(EchoflError):
+    """The coordinator answered, but its certificate does not verify against our CA."""
+
+
+def probe_coordinator(config: SiteConfig, timeout: float = 5.0) -> None:
+    """One TLS handshake with the coordinator. ``OSError`` when unreachable;
+    :class:`CoordinatorCertificateError` when its certificate does not verify."""
+    host, port = config.host_port
+    context = ssl.create_default_context(cafile=str(config.ca_certificate))
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        try:
+            with context.wrap_socket(sock, server_hostname=host):
+                return
+        except ssl.SSLCertVerificationError as exc:
+            raise CoordinatorCertificateError(
+                f"the coordinator at {config.coordinator} presented a certificate that does not "
+                f"verify against {config.ca_certificate} ({exc.verify_message}): wrong CA file, "
+                "or the coordinator's certificate lacks this host name"
+            ) from None
+
+
+def wait_for_coordinator(config: SiteConfig, say, retry_s: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            probe_coordinator(config)
+            return True
+        except OSError as exc:
+            if config.max_retries is not None and attempt > config.max_retries:
+                return False
+            say(
+                f"coordinator {config.coordinator} unreachable ({exc.strerror or exc}); "
+                f"retrying in {retry_s:.0f}s (attempt {attempt})"
+            )
+            time.sleep(retry_s)
+
+
+def preflight(config: SiteConfig, source: Path, say) -> None:  # type: ignore[no-untyped-def]
+    check_files(config, source)
+    say(f"certificate and key OK ({config.ca_certificate.name}, {config.private_key.name})")
+    started = time.perf_counter()
+    data = load_site_cached(config.spec, PreprocessConfig(), config.cache_dir)
+    counts = "/".join(str(len(data.split(s))) for s in ("train", "val", "test"))
+    say(
+        f"data OK: {len(data)} annotated frames in {config.data_dir} ({config.format}), labelled "
+        f"{format_labelled_set(data.labelled_set)}, train/val/test {counts} "
+        f"({time.perf_counter() - started:.1f}s)"
+    )
+
+
+def supernode_command(config: SiteConfig) -> list[str]:
+    command = [
+        "flower-supernode",
+        "--superlink",
+        config.coordinator,
+        "--root-certificates",
+        str(config.ca_certificate),
+        "--auth-supernode-private-key",
+        str(config.private_key),
+        "--node-config",
+        config.node_config(),
+        "--port",
+        str(config.runtime_port),
+    ]
+    if config.max_retries is not None:
+        command += ["--max-retries", str(config.max_retries)]
+    return command
+
+
+def supernode_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"})
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def run_supernode(config: SiteConfig, say) -> int:  # type: ignore[no-untyped-def]
+    """Run the SuperNode in its own process group, relay its output, forward signals."""
+    proc = subprocess.Popen(
+        supernode_command(config),
+        env=supernode_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    unregistered = threading.Event()
+
+    def relay() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.info("supernode: %s", line.rstrip())
+            print(line, end="", flush=True)
+            if NOT_REGISTERED_MARK in line:
+                unregistered.set()
+
+    # The SuperNode's SuperExec child keeps the pipe open after the SuperNode itself exits, so
+    # the output is relayed by a thread and the process is watched here.
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
+    while proc.poll() is None and not unregistered.is_set():
+        time.sleep(0.2)
+    code = proc.wait() if not unregistered.is_set() else EXIT_UNREGISTERED
+    with_group_cleanup(proc.pid)
+    reader.join(timeout=5)
+    if unregistered.is_set():
+        say(
+            f"REFUSED: site {config.site}'s key is not registered with the coordinator. Send "
+            f"the public key that matches {config.private_key.name} (site.pub) to the "
+            f"coordinator and ask them to run: fl-server register --site {config.site}"
+        )
+        return EXIT_UNREGISTERED
+    return code
+
+
+def with_group_cleanup(pgid: int) -> None:
+    """After a hard stop, ClientApp processes may outlive the SuperNode: end its group."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="fl-client", description="Run this hospital's echofl federated client."
+    )
+    parser.add_argument("--site", required=True, help="site name (its <site>.toml is read)")
+    parser.add_argument("--config", type=Path, help="the site's config file")
+    parser.add_argument(
+        "--config-dir",
+        type=Path,
+        help="folder of <site>.toml files (default $ECHOFL_SITE_DIR or /etc/echofl/sites)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="run the pre-flight checks and the coordinator probe, then exit",
+    )
+    args = parser.parse_args(argv)
+    path = site_config_path(args.site, args.config, args.config_dir)
+
+    def say(message: str) -> None:
+        print(f"[fl-client {args.site}] {message}", flush=True)
+        log.info(message)
+
+    try:
+        config = load_site_config(args.site, path)
+        if config.log_file is not None:
+            config.log_file.parent.mkdir(parents=True, exist_ok=True)
+            logging.basicConfig(
+                filename=config.log_file,
+                level=logging.INFO,
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
+        preflight(config, path, say)
+        if not wait_for_coordinator(config, say):
+            say(
+                f"coordinator {config.coordinator} still unreachable after "
+                f"{config.max_retries} retries; giving up"
+            )
+            return EXIT_UNREACHABLE
+        say(f"coordinator {config.coordinator} reachable, certificate verified")
+        if args.check:
+            return 0
+        say("starting the SuperNode (TLS, node authentication)")
+        return run_supernode(config, say)
+    except EchoflError as exc:
+        print(f"[fl-client {args.site}] error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

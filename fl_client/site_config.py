@@ -1,0 +1,148 @@
+"""A hospital site's configuration file (``<site>.toml``), validated, and its pre-flight checks.
+
+Example (relative paths are relative to the file's folder)::
+
+    site = "A"
+    coordinator = "coordinator.example.org:9092"   # the SuperLink's fleet address
+    ca_certificate = "ca.crt"                       # the federation's CA (verifies the coordinator)
+    private_key = "site.key"                        # this site's node key (OpenSSH, 0600)
+    data_dir = "/data/camus/database_nifti/.."     # the dataset in its native layout
+    format = "camus-nifti"                          # camus-nifti | camus-mhd | echonet-dynamic |
+                                                    # hmc-qu | folder
+    labelled = ["LV", "MYO", "LA"]                  # optional: annotate fewer than the format
+    cache_dir = "cache"                             # preprocessing cache (on this machine)
+    runtime_port = 9094                             # SuperNode's local runtime port (loopback)
+    log_file = "logs/fl-client.log"
+
+    [loader_options]                                # passed to the format's loader
+    fold = 1
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from common.config import FORMAT_NAMES, SiteSpec, StrictModel, load_config
+from common.errors import ConfigError
+from common.labels import LabelledSet, parse_labelled_set
+from common.pki import check_ca_certificate, check_site_key
+
+
+class SiteConfig(StrictModel):
+    site: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    coordinator: str = Field(pattern=r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
+    ca_certificate: Path
+    private_key: Path
+    data_dir: Path
+    format: str
+    labelled: LabelledSet | None = None
+    cache_dir: Path = Path("cache")
+    runtime_port: int = Field(default=9094, ge=1024, le=65535)
+    log_file: Path | None = None
+    loader_options: dict[str, Any] = Field(default_factory=dict)
+    max_retries: int | None = Field(default=None, ge=0)  # None: keep trying
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in FORMAT_NAMES:
+            raise ValueError(f"unknown format {value!r}; known formats: {', '.join(FORMAT_NAMES)}")
+        return value
+
+    @field_validator("labelled", mode="before")
+    @classmethod
+    def _parse_labelled(cls, value: object) -> LabelledSet | None:
+        if value is None:
+            return None
+        return parse_labelled_set([value] if isinstance(value, str) else value)  # type: ignore[arg-type]
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.coordinator.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def resolved(self, base: Path) -> SiteConfig:
+        """Paths made absolute against ``base`` (the config file's folder)."""
+
+        def absolute(p: Path | None) -> Path | None:
+            return None if p is None else (p if p.is_absolute() else (base / p).resolve())
+
+        return self.model_copy(
+            update={
+                "ca_certificate": absolute(self.ca_certificate),
+                "private_key": absolute(self.private_key),
+                "data_dir": absolute(self.data_dir),
+                "cache_dir": absolute(self.cache_dir),
+                "log_file": absolute(self.log_file),
+            }
+        )
+
+    @property
+    def spec(self) -> SiteSpec:
+        return SiteSpec(
+            name=self.site,
+            format=self.format,
+            root=self.data_dir,
+            labelled=self.labelled,
+            options=self.loader_options,
+        )
+
+    def node_config(self) -> str:
+        """The SuperNode's ``--node-config`` (TOML values): what the ClientApp reads."""
+        values = {
+            "site": self.site,
+            "format": self.format,
+            "data-dir": str(self.data_dir),
+            "cache-dir": str(self.cache_dir),
+            "labelled": ",".join(s.name for s in sorted(self.labelled)) if self.labelled else "",
+            "loader-options": json.dumps(self.loader_options),
+        }
+        return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
+
+
+def site_config_path(site: str, config: Path | None, config_dir: Path | None) -> Path:
+    if config is not None:
+        return config
+    folder = config_dir or Path(os.environ.get("ECHOFL_SITE_DIR", "/etc/echofl/sites"))
+    return folder / f"{site}.toml"
+
+
+def load_site_config(site: str, path: Path) -> SiteConfig:
+    config = load_config(SiteConfig, path).resolved(path.parent.resolve())
+    if config.site != site:
+        raise ConfigError(path, f"this file configures site {config.site!r}, not {site!r}")
+    return config
+
+
+def check_files(config: SiteConfig, source: Path) -> None:
+    """Certificate and key present, parseable, valid; the key not readable by others."""
+    check_ca_certificate(config.ca_certificate)
+    check_site_key(config.private_key)
+    mode = stat.S_IMODE(config.private_key.stat().st_mode)
+    if mode & 0o077:
+        raise ConfigError(
+            config.private_key,
+            f"private key is readable by others (mode "
+            f"{mode:o}); run: chmod 600 {config.private_key}",
+        )
+    if not config.data_dir.is_dir():
+        raise ConfigError(source, f"data_dir {config.data_dir} does not exist or is not a folder")
+
+
+def labelled_names(labelled: LabelledSet) -> str:
+    return ", ".join(s.name for s in sorted(labelled))
+
+
+__all__ = [
+    "SiteConfig",
+    "check_files",
+    "load_site_config",
+    "parse_labelled_set",
+    "site_config_path",
+]

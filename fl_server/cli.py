@@ -1,0 +1,371 @@
+"""``fl-server``: the coordinator's tool.
+
+    fl-server init --home H --host coordinator.example.org --site A --site B --site C
+    fl-server start --home H                  # the SuperLink: TLS, node auth, state on disk
+    fl-server register --home H --site A      # allow a site's key (unregister to revoke)
+    fl-server status --home H                 # sites online, runs
+    fl-server run --home H --rounds 10 [--run-config "label-dropout-p=0.5 ..."]
+    fl-server verify CHECKPOINT --key H/pki/signing/model-signing.pub
+    fl-server add-site --home H --site D [--rotate]
+    fl-server firewall --home H
+
+Every command that talks to the SuperLink goes through Flower's own CLI (``flwr``) with a
+connection file in ``<home>/flwr`` (loopback + the federation's CA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from common.checkpoint import load_checkpoint
+from common.errors import ConfigError, EchoflError
+from common.pki import (
+    add_site_keys,
+    check_ca_certificate,
+    check_signed_by,
+    init_pki,
+    load_certificate,
+    load_signing_key,
+    load_verify_key,
+    write_file,
+)
+from fl_server.coordinator import CONNECTION, CoordinatorHome
+
+FIREWALL = """\
+Firewall / exposure rules for this coordinator (SuperLink port {port}):
+
+  * Sites need ONLY the Fleet API: allow inbound TCP {port} from the hospitals' addresses,
+    and only for the URL paths /v1/fleet/* (plus /health if you monitor it).
+  * The Control API (/v1/control/*: submitting runs, registering keys) has NO authentication in
+    open-source Flower: whoever reaches it can push code that every site executes. Keep it on
+    the coordinator's own admin network.
+  * The Runtime API (/v1/runtime/*) is for the coordinator's own processes (ServerApp): never
+    expose it.
+  The SuperLink serves all three on one port, so bind it to 127.0.0.1 or an internal address
+  and publish only /v1/fleet/ through a path-filtering TLS reverse proxy
+  (deploy/nginx/fleet-only.conf), or give sites a network path that cannot reach the others.
+  Sites open no inbound port: a site's SuperNode only connects out to the coordinator.
+"""
+
+
+def _say(message: str) -> None:
+    print(f"[fl-server] {message}", flush=True)
+
+
+def _flwr_env(home: CoordinatorHome) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "FLWR_HOME": str(home.flwr_home),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        }
+    )
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _flwr(home: CoordinatorHome, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    home.write_connection(home.config().port)
+    proc = subprocess.run(
+        ["flwr", *args], env=_flwr_env(home), capture_output=True, text=True, check=False
+    )
+    if check and proc.returncode != 0:
+        raise EchoflError(
+            f"flwr {' '.join(args[:2])} failed: " + (proc.stdout + proc.stderr).strip()[-800:]
+        )
+    return proc
+
+
+def site_template(site: str, coordinator: str) -> str:
+    return f"""# echofl site configuration for {site} (see docs/hospital-quickstart.md).
+site = "{site}"
+coordinator = "{coordinator}"
+ca_certificate = "ca.crt"
+private_key = "site.key"
+# Fill these in: the dataset in its native layout and its format
+# (camus-nifti | camus-mhd | echonet-dynamic | hmc-qu | folder).
+data_dir = "/path/to/your/dataset"
+format = "camus-nifti"
+# labelled = ["LV", "MYO", "LA"]   # optional: the structures your masks annotate
+cache_dir = "cache"
+runtime_port = 9094
+log_file = "logs/fl-client.log"
+"""
+
+
+def write_bundle(home: CoordinatorHome, site: str, host: str, port: int) -> Path:
+    """What a hospital receives: the CA certificate, its key and a config template."""
+    bundle = home.bundle(site)
+    bundle.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(home.pki.ca_cert, bundle / "ca.crt")
+    write_file(bundle / "site.key", home.pki.site_key(site).read_bytes(), private=True)
+    shutil.copyfile(home.pki.site_pub(site), bundle / "site.pub")
+    write_file(bundle / f"{site}.toml", site_template(site, f"{host}:{port}").encode())
+    return bundle
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    home = CoordinatorHome(args.home)
+    if home.config_file.exists() and not args.force:
+        raise ConfigError(home.config_file, "already initialised (use --force to start over)")
+    home.root.mkdir(parents=True, exist_ok=True)
+    init_pki(home.pki.root, args.host, args.site, force=args.force)
+    config = (
+        f'hosts = {json.dumps(args.host)}\nlisten_host = "{args.listen_host}"\n'
+        f"port = {args.port}\nmin_sites = {args.min_sites}\n"
+    )
+    write_file(home.config_file, config.encode())
+    for site in args.site:
+        write_bundle(home, site, args.host[0], args.port)
+    _say(
+        f"initialised {home.root}: CA, server certificate for {', '.join(args.host)} "
+        "(+127.0.0.1, ::1), checkpoint-signing key"
+    )
+    for site in args.site:
+        _say(
+            f"  site {site}: give the hospital {home.bundle(site)} (ca.crt, site.key, "
+            f"{site}.toml); then: fl-server register --home {home.root} --site {site}"
+        )
+    print(FIREWALL.format(port=args.port))
+    return 0
+
+
+def cmd_add_site(args: argparse.Namespace) -> int:
+    home = CoordinatorHome(args.home)
+    config = home.config()
+    if args.rotate and args.site in home.registered():
+        _unregister(home, args.site)
+    add_site_keys(home.pki, args.site, force=args.rotate)
+    write_bundle(home, args.site, config.hosts[0], config.port)
+    _say(
+        f"site {args.site}: new key pair; bundle in {home.bundle(args.site)}; "
+        f"now run: fl-server register --home {home.root} --site {args.site}"
+    )
+    return 0
+
+
+def superlink_command(home: CoordinatorHome) -> list[str]:
+    config = home.config()
+    pki = home.pki
+    check_signed_by(
+        load_certificate(pki.server_cert, what="server certificate"),
+        check_ca_certificate(pki.ca_cert),
+        pki.server_cert,
+    )
+    return [
+        "flower-superlink",
+        "--ssl-ca-certfile",
+        str(pki.ca_cert),
+        "--ssl-certfile",
+        str(pki.server_cert),
+        "--ssl-keyfile",
+        str(pki.server_key),
+        "--enable-supernode-auth",
+        "--database",
+        str(home.database),
+        "--disable-runtime-dependency-installation",
+        "--host",
+        config.listen_host,
+        "--port",
+        str(config.port),
+        "--log-file",
+        str(home.log_file),
+    ]
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    home = CoordinatorHome(args.home)
+    command = superlink_command(home)
+    home.database.parent.mkdir(parents=True, exist_ok=True)
+    home.log_file.parent.mkdir(parents=True, exist_ok=True)
+    home.write_connection(home.config().port)
+    _say(
+        f"starting the SuperLink on {home.config().listen_host}:{home.config().port} (TLS, "
+        f"node authentication, state {home.database})"
+    )
+    print(FIREWALL.format(port=home.config().port), flush=True)
+    env = _flwr_env(home)
+    os.execvpe(command[0], command, env)  # signals and exit code pass through unchanged
+    return 0  # not reached
+
+
+def _node_id(output: str) -> int:
+    match = re.search(r"SuperNode (\d+) registered", output) or re.search(r"\b(\d{6,})\b", output)
+    if match is None:
+        raise EchoflError(f"could not read the node id from: {output.strip()[-300:]}")
+    return int(match.group(1))
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    home = CoordinatorHome(args.home)
+    pub = home.pki.site_pub(args.site)
+    if not pub.is_file():
+        raise ConfigError(pub, f"no public key for site {args.site} (fl-server add-site first)")
+    proc = _flwr(home, "supernode", "register", str(pub), CONNECTION)
+    node = _node_id(proc.stdout + proc.stderr)
+    registry = home.registered() | {args.site: node}
+    write_file(home.registry, json.dumps(registry, indent=2).encode())
+    _say(f"site {args.site} registered as node {node}")
+    return 0
+
+
+def _unregister(home: CoordinatorHome, site: str) -> None:
+    registry = home.registered()
+    if site not in registry:
+        raise ConfigError(home.registry, f"site {site} is not registered")
+    _flwr(home, "supernode", "unregister", str(registry.pop(site)), CONNECTION)
+    write_file(home.registry, json.dumps(registry, indent=2).encode())
+
+
+def cmd_unregister(args: argparse.Namespace) -> int:
+    home = CoordinatorHome(args.home)
+    _unregister(home, args.site)
+    _say(f"site {args.site} unregistered: its key can no longer connect")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    home = CoordinatorHome(args.home)
+    nodes = _flwr(home, "supernode", "list", CONNECTION, "--format", "json")
+    runs = _flwr(home, "ls", CONNECTION, "--format", "json", check=False)
+    by_node = {v: k for k, v in home.registered().items()}
+    try:
+        listed = json.loads(nodes.stdout).get("nodes", [])
+    except json.JSONDecodeError:
+        listed = []
+    print(f"{'site':<12}{'node id':>22}  status")
+    for node in listed:
+        node_id = int(node.get("node-id", node.get("node_id", 0)))
+        print(f"{by_node.get(node_id, '?'):<12}{node_id:>22}  {node.get('status', '?')}")
+    print(runs.stdout.strip() or runs.stderr.strip())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    home = CoordinatorHome(args.home)
+    config = home.config()
+    name = args.name or dt.datetime.now().strftime("run-%Y%m%d-%H%M%S")
+    out = home.runs / name
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(out, "a run with this name already has outputs (choose --name)")
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = {
+        "output-dir": json.dumps(str(out)),
+        "signing-key": json.dumps(str(home.pki.signing_key)),
+        "min-sites": str(args.min_sites or config.min_sites),
+    }
+    if args.rounds:
+        overrides["num-server-rounds"] = str(args.rounds)
+    load_signing_key(home.pki.signing_key)
+    extra = f" {args.run_config}" if args.run_config else ""
+    run_config = " ".join(f"{k}={v}" for k, v in overrides.items()) + extra
+    home.write_connection(config.port)
+    _say(f"launching run {name} (outputs in {out})")
+    proc = subprocess.run(
+        ["flwr", "run", str(config.app_dir), CONNECTION, "--stream", "--run-config", run_config],
+        env=_flwr_env(home),
+        check=False,
+    )
+    if proc.returncode == 0 and (out / "checkpoints" / "final.pt").is_file():
+        load_checkpoint(
+            out / "checkpoints" / "final.pt", verify_key=load_verify_key(home.pki.signing_pub)
+        )
+        _say(
+            f"run {name} finished; final model signed and verified: "
+            f"{out / 'checkpoints' / 'final.pt'}"
+        )
+        return 0
+    _say(f"run {name} did not finish (exit {proc.returncode}); see {out} and {home.log_file}")
+    return proc.returncode or 1
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    _, sidecar = load_checkpoint(args.checkpoint, verify_key=load_verify_key(args.key))
+    _say(f"{args.checkpoint}: digest and signature valid (round {sidecar.get('round')})")
+    return 0
+
+
+def cmd_firewall(args: argparse.Namespace) -> int:
+    print(FIREWALL.format(port=CoordinatorHome(args.home).config().port))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fl-server", description="echofl coordinator tool")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_home(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--home",
+            type=Path,
+            default=Path(os.environ.get("ECHOFL_COORDINATOR_HOME", "coordinator")),
+            help="the coordinator's folder",
+        )
+        return p
+
+    p = with_home(sub.add_parser("init", help="create the PKI, config and site bundles"))
+    p.add_argument(
+        "--host",
+        action="append",
+        required=True,
+        help="a name or IP the sites use for the coordinator (repeatable)",
+    )
+    p.add_argument("--site", action="append", default=[], help="a site name (repeatable)")
+    p.add_argument("--port", type=int, default=9092)
+    p.add_argument("--listen-host", default="0.0.0.0")
+    p.add_argument("--min-sites", type=int, default=2)
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=cmd_init)
+    p = with_home(sub.add_parser("add-site", help="keys + bundle for a new site, or rotate"))
+    p.add_argument("--site", required=True)
+    p.add_argument("--rotate", action="store_true", help="replace the site's keys")
+    p.set_defaults(fn=cmd_add_site)
+    with_home(sub.add_parser("start", help="run the SuperLink (foreground)")).set_defaults(
+        fn=cmd_start
+    )
+    for name, fn in (("register", cmd_register), ("unregister", cmd_unregister)):
+        p = with_home(sub.add_parser(name, help=f"{name} a site's public key"))
+        p.add_argument("--site", required=True)
+        p.set_defaults(fn=fn)
+    with_home(sub.add_parser("status", help="sites and runs")).set_defaults(fn=cmd_status)
+    p = with_home(sub.add_parser("run", help="launch a federated training run"))
+    p.add_argument("--rounds", type=int)
+    p.add_argument("--min-sites", type=int)
+    p.add_argument("--name", help="run folder name (default: run-<timestamp>)")
+    p.add_argument("--run-config", help='extra overrides, e.g. "label-dropout-p=0.5 lr=0.002"')
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("verify", help="check a checkpoint's digest and signature")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--key", type=Path, required=True, help="model-signing.pub")
+    p.set_defaults(fn=cmd_verify)
+    with_home(sub.add_parser("firewall", help="print the exposure rules")).set_defaults(
+        fn=cmd_firewall
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except EchoflError as exc:
+        print(f"[fl-server] error: {exc}", file=sys.stderr)
+        return 2
+    except tomllib.TOMLDecodeError as exc:
+        print(f"[fl-server] error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""The coordinator's home folder: its validated config and the paths everything lives at.
+
+<home>/coordinator.toml     hosts, listen address and port, app folder, minimum sites
+<home>/pki/                 CA, server certificate, site keys, checkpoint-signing key
+<home>/bundles/<site>/      what a hospital receives: ca.crt, site.key, <site>.toml
+<home>/state/superlink.db   the SuperLink's persistent state (SQLite)
+<home>/state/sites.json     site name -> registered node id
+<home>/logs/superlink.log
+<home>/runs/<run>/          metrics.jsonl, checkpoints/ (signed), summary.json
+<home>/flwr/config.toml     the Flower CLI's connection to this SuperLink (loopback + CA)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field
+
+from common.config import StrictModel, load_config
+from common.pki import PkiPaths
+
+CONNECTION = "echofl"
+DEFAULT_APP_DIR = Path(__file__).resolve().parents[1]
+
+
+class CoordinatorConfig(StrictModel):
+    hosts: list[str] = Field(min_length=1)  # names/IPs the sites use to reach the coordinator
+    listen_host: str = "0.0.0.0"
+    port: int = Field(default=9092, ge=1, le=65535)
+    app_dir: Path = DEFAULT_APP_DIR
+    min_sites: int = Field(default=2, ge=1)
+
+
+class CoordinatorHome:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "coordinator.toml"
+
+    def config(self) -> CoordinatorConfig:
+        return load_config(CoordinatorConfig, self.config_file)
+
+    @property
+    def pki(self) -> PkiPaths:
+        return PkiPaths(self.root / "pki")
+
+    def bundle(self, site: str) -> Path:
+        return self.root / "bundles" / site
+
+    @property
+    def database(self) -> Path:
+        return self.root / "state" / "superlink.db"
+
+    @property
+    def registry(self) -> Path:
+        return self.root / "state" / "sites.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "logs" / "superlink.log"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.root / "flwr"
+
+    def registered(self) -> dict[str, int]:
+        if not self.registry.is_file():
+            return {}
+        return {k: int(v) for k, v in json.loads(self.registry.read_text()).items()}
+
+    def write_connection(self, port: int) -> None:
+        """The Flower CLI reaches the SuperLink on loopback (127.0.0.1 is in the SANs)."""
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        (self.flwr_home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+            f'address = "127.0.0.1:{port}"\nroot-certificates = "{self.pki.ca_cert}"\n'
+        )
