@@ -20,7 +20,7 @@ from common.losses import LossName
 from common.model import ModelConfig
 from common.preprocess import PreprocessConfig
 
-StrategyName = Literal["fedavg", "fedprox"]
+StrategyName = Literal["fedavg", "fedprox", "fedmedian", "fedtrimmedavg"]
 
 
 class RunSettings(StrictModel):
@@ -38,6 +38,11 @@ class RunSettings(StrictModel):
     label_dropout_p: float = Field(0.0, ge=0, le=1, alias="label-dropout-p")
     strategy: StrategyName = "fedavg"
     proximal_mu: float = Field(0.0, ge=0, alias="proximal-mu")
+    trim_beta: float = Field(0.2, ge=0, lt=0.5, alias="trim-beta")
+    update_norm_factor: float = Field(10.0, ge=0, alias="update-norm-factor")  # 0: off
+    sites_timeout: float = Field(600.0, gt=0, alias="sites-timeout")  # wait for min-sites
+    resume: bool = False  # continue the run in output-dir from its last completed round
+    inject_faults: str = Field("", alias="inject-faults")  # tests only: "SITE:KIND[@p],..."
     fraction_train: float = Field(1.0, gt=0, le=1, alias="fraction-train")
     fraction_evaluate: float = Field(1.0, ge=0, le=1, alias="fraction-evaluate")
     min_sites: int = Field(2, ge=1, alias="min-sites")

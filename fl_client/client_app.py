@@ -29,6 +29,7 @@ from common.local_training import LocalTrainSettings, evaluate_local, round_seed
 from common.model import build_unet
 from common.run_settings import RunSettings, parse_run_settings
 from common.training import resolve_device
+from fl_client.faults import before_training, corrupt, parse_faults
 from fl_client.site import cache_dir_for, resolve_site, site_data
 
 log = logging.getLogger("echofl.client")
@@ -69,10 +70,23 @@ def _guarded(
 
 
 def _setup(context: Context) -> tuple[RunSettings, torch.device]:
+    _site_log(context.node_config.get("log-file"))
     settings = parse_run_settings(context.run_config)
     if settings.client_threads:
         torch.set_num_threads(settings.client_threads)
     return settings, resolve_device(settings.device)
+
+
+def _site_log(path: object) -> None:
+    """Deployment: each message runs in a fresh process; send this process's log records
+    (the full detail of any failure) to the site's own log file."""
+    if not path or any(getattr(h, "_echofl", False) for h in log.handlers):
+        return
+    handler = logging.FileHandler(str(path))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler._echofl = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
 
 
 def _data(context: Context, settings: RunSettings) -> tuple[SiteSpec, SiteData]:
@@ -124,8 +138,12 @@ def train(msg: Message, context: Context) -> Message:
         proximal_mu=float(config.get("proximal-mu", 0.0)),
         seed=round_seed(int(config.get("seed", settings.seed)), server_round, spec.name),
     )
+    faults = parse_faults(settings.inject_faults)
+    before_training(spec.name, server_round, faults)
     model = _global_model(msg, settings)
+    reference = {k: v.clone() for k, v in model.state_dict().items()} if faults else {}
     metrics = train_local(model, data.split("train"), local, device=device)
+    state = corrupt(spec.name, model.state_dict(), faults, reference) if faults else None
     log.info(
         "site %s round %d: trained %d images, loss %.4f",
         spec.name,
@@ -135,7 +153,7 @@ def train(msg: Message, context: Context) -> Message:
     )
     content = RecordDict(
         {
-            "arrays": ArrayRecord(model.state_dict()),
+            "arrays": ArrayRecord(state if state is not None else model.state_dict()),
             "metrics": MetricRecord(metrics),
         }
     )

@@ -102,6 +102,7 @@ class SiteConfig(StrictModel):
             "cache-dir": str(self.cache_dir),
             "labelled": ",".join(s.name for s in sorted(self.labelled)) if self.labelled else "",
             "loader-options": json.dumps(self.loader_options),
+            "log-file": str(self.log_file or ""),
         }
         return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
 

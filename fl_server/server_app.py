@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from common.checkpoint import load_checkpoint, save_checkpoint
+from common.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from common.errors import ConfigError
 from common.labels import format_labelled_set
 from common.metrics import STRUCTURES
@@ -42,12 +42,11 @@ from fl_server.negotiation import (
     query_sites,
     wait_for_sites,
 )
+from fl_server.resume import find_resume_point, trim_log
 from fl_server.strategy import SiteBookkeeping, aggregate_site_metrics, make_strategy, mean_dice
 
 log = logging.getLogger("echofl.server")
 app = ServerApp()
-
-SITES_TIMEOUT_S = 600.0
 
 
 def say(message: str) -> None:
@@ -129,125 +128,212 @@ def summary_table(rows: list[dict]) -> str:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     settings = parse_run_settings(context.run_config)
-    out = settings.output_path
-    out.mkdir(parents=True, exist_ok=True)
-    metrics_log = MetricsLog(out / "metrics.jsonl")
-    started = time.perf_counter()
-
-    node_ids = wait_for_sites(grid, settings.min_sites, SITES_TIMEOUT_S)
-    infos = query_sites(grid, node_ids, settings.round_timeout)
-    if len(infos) < settings.min_sites:
-        raise FederationError(
-            f"only {len(infos)} site(s) answered the query; {settings.min_sites} needed"
+    try:
+        FederatedRun(settings, grid).run()
+    except FederationError as exc:
+        say(
+            f"STOPPED: {exc}. Every checkpoint written so far is kept in "
+            f"{settings.output_path / 'checkpoints'}; continue later with resume=true."
         )
-    names = [i.name for i in infos]
-    if len(set(names)) != len(names):
-        raise FederationError(f"two nodes claim the same site name: {sorted(names)}")
-    partial = partial_structures(infos)
-    metrics_log.event(
-        "negotiated",
-        sites={i.name: sorted(s.name for s in i.labelled) for i in infos},
-        counts={i.name: i.counts for i in infos},
-        partial=sorted(s.name for s in partial),
-        label_dropout_p=settings.label_dropout_p,
-    )
-    say(f"sites: {describe(infos)}")
-    say(
-        f"partially labelled across the federation: {format_labelled_set(partial)}; "
-        f"label dropout p = {settings.label_dropout_p}"
-    )
+        MetricsLog(settings.output_path / "metrics.jsonl").event("stopped", reason=str(exc))
+        raise
 
-    signing_key = load_signing_key(Path(settings.signing_key)) if settings.signing_key else None
-    torch.manual_seed(settings.seed)
-    model = build_unet(settings.model)
-    if settings.initial_checkpoint:
-        model.load_state_dict(initial_state(settings, signing_key))
-        say(f"starting from {settings.initial_checkpoint} (signature verified)")
-    initial = ArrayRecord(model.state_dict())
-    strategy = make_strategy(settings)
-    strategy.setup_bookkeeping(
-        sites={i.node_id: i.name for i in infos},
-        log=metrics_log,
-        reference=initial,
-        updates_dir=out / "updates" if settings.save_updates else None,
-    )
-    checkpoints = out / "checkpoints"
-    best = {"score": -math.inf, "round": 0}
-    round_started = [time.perf_counter()]
 
-    def checkpoint(server_round: int, arrays: ArrayRecord) -> None:
-        validation = strategy.last_validation if server_round > 0 else {}
+class FederatedRun:
+    """One federated training run on the coordinator (see the module docstring)."""
+
+    def __init__(self, settings: RunSettings, grid: Grid) -> None:
+        self.settings = settings
+        self.grid = grid
+        self.out = settings.output_path
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log = MetricsLog(self.out / "metrics.jsonl")
+        self.checkpoints = self.out / "checkpoints"
+        self.signing_key = (
+            load_signing_key(Path(settings.signing_key)) if settings.signing_key else None
+        )
+        self.best = {"score": -math.inf, "round": 0}
+        self.round_started = time.perf_counter()
+        self.strategy: SiteBookkeeping | None = None
+
+    # -- steps --------------------------------------------------------------------------------
+    def negotiate(self) -> list[SiteInfo]:
+        s = self.settings
+        node_ids = wait_for_sites(self.grid, s.min_sites, s.sites_timeout)
+        infos = query_sites(self.grid, node_ids, s.round_timeout)
+        if len(infos) < s.min_sites:
+            raise FederationError(
+                f"only {len(infos)} site(s) answered the query; {s.min_sites} needed"
+            )
+        names = [i.name for i in infos]
+        if len(set(names)) != len(names):
+            raise FederationError(f"two nodes claim the same site name: {sorted(names)}")
+        partial = partial_structures(infos)
+        self.log.event(
+            "negotiated",
+            sites={i.name: sorted(x.name for x in i.labelled) for i in infos},
+            counts={i.name: i.counts for i in infos},
+            partial=sorted(x.name for x in partial),
+            label_dropout_p=s.label_dropout_p,
+        )
+        say(f"sites: {describe(infos)}")
+        say(
+            f"partially labelled across the federation: {format_labelled_set(partial)}; "
+            f"label dropout p = {s.label_dropout_p}"
+        )
+        return infos
+
+    def starting_point(self) -> tuple[ArrayRecord, int]:
+        """(initial global weights, last completed round): fresh, fine-tuned or resumed."""
+        s = self.settings
+        verify_key = self.signing_key.public_key() if self.signing_key is not None else None
+        if s.resume:
+            point = find_resume_point(self.out)
+            if point.checkpoint is not None:
+                dropped = trim_log(self.out, point.completed)
+                state, _ = load_checkpoint(point.checkpoint, verify_key=verify_key)
+                self.best.update(score=point.best_score, round=point.best_round)
+                self.log.event("resumed", after_round=point.completed, rows_dropped=dropped)
+                say(
+                    f"resuming after round {point.completed} (from {point.checkpoint.name}; "
+                    f"{dropped} row(s) of an unfinished round dropped from the log)"
+                )
+                return ArrayRecord(state), point.completed
+            say("resume requested but no completed round found: starting from the beginning")
+        torch.manual_seed(s.seed)
+        model = build_unet(s.model)
+        if s.initial_checkpoint:
+            model.load_state_dict(initial_state(s, self.signing_key))
+            say(f"starting from {s.initial_checkpoint} (signature verified)")
+        return ArrayRecord(model.state_dict()), -1
+
+    def checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
+        assert self.strategy is not None
+        s = self.settings
+        validation = self.strategy.last_validation if server_round > 0 else {}
         meta = {
             "round": server_round,
-            "model": settings.model.model_dump(mode="json"),
-            "image_size": settings.image_size,
+            "model": s.model.model_dump(mode="json"),
+            "image_size": s.image_size,
             "validation": validation,
         }
         state = arrays.to_torch_state_dict()
-        save_checkpoint(checkpoints / f"round-{server_round:04d}.pt", state, meta, signing_key)
+        save_checkpoint(
+            self.checkpoints / f"round-{server_round:04d}.pt", state, meta, self.signing_key
+        )
         score = mean_dice(validation)
-        if server_round > 0 and score > best["score"]:
-            best.update(score=score, round=server_round)
-            save_checkpoint(checkpoints / "best.pt", state, meta, signing_key)
+        if server_round > 0 and score > self.best["score"]:
+            self.best.update(score=score, round=server_round)
+            save_checkpoint(self.checkpoints / "best.pt", state, meta, self.signing_key)
         if server_round > 0:
-            seconds = time.perf_counter() - round_started[0]
-            train_agg = strategy.participants.get(server_round, [])
+            seconds = time.perf_counter() - self.round_started
+            trained = self.strategy.participants.get(server_round, [])
             say(
-                f"round {server_round}/{settings.num_server_rounds} done in {seconds:.1f}s: "
-                f"{len(train_agg)} site(s) trained; val Dice {_dice_line(validation)}"
+                f"round {server_round}/{s.num_server_rounds} done in {seconds:.1f}s: "
+                f"{len(trained)} site(s) trained; val Dice {_dice_line(validation)}"
             )
-            metrics_log.event(
-                "round-done", round=server_round, seconds=round(seconds, 3), sites=train_agg
+            self.log.event(
+                "round-done",
+                round=server_round,
+                seconds=round(seconds, 3),
+                sites=trained,
+                score=None if math.isnan(score) else score,
+                rss_mb=resident_mb(),
             )
-        round_started[0] = time.perf_counter()
+        self.round_started = time.perf_counter()
 
-    round0 = evaluate_round(
-        grid, initial, [i.node_id for i in infos], "val", 0, strategy, settings.round_timeout
-    )
-    say(f"round 0 (initial model): val Dice {_dice_line(round0) if round0 else 'n/a'}")
-    checkpoint(0, initial)
+    def run(self) -> None:
+        s = self.settings
+        started = time.perf_counter()
+        infos = self.negotiate()
+        initial, completed = self.starting_point()
+        self.strategy = make_strategy(s)
+        self.strategy.setup_bookkeeping(
+            sites={i.node_id: i.name for i in infos},
+            log=self.log,
+            reference=initial,
+            updates_dir=self.out / "updates" if s.save_updates else None,
+            min_sites=s.min_sites,
+            sites_timeout=s.sites_timeout,
+            round_offset=max(completed, 0),
+            norm_factor=s.update_norm_factor,
+        )
+        if completed < 0:  # a fresh run: score the initial model (round 0)
+            round0 = evaluate_round(
+                self.grid,
+                initial,
+                [i.node_id for i in infos],
+                "val",
+                0,
+                self.strategy,
+                s.round_timeout,
+            )
+            say(f"round 0 (initial model): val Dice {_dice_line(round0) if round0 else 'n/a'}")
+            self.checkpoint(0, initial)
+            completed = 0
+        config = train_config(s, infos)
+        self.log.event("train-config", **dict(config))
+        final = initial
+        remaining = s.num_server_rounds - completed
+        if remaining > 0:
+            result = self.strategy.start(
+                grid=self.grid,
+                initial_arrays=initial,
+                num_rounds=remaining,
+                timeout=s.round_timeout,
+                train_config=config,
+                evaluate_config=ConfigRecord({"split": "val"}),
+                evaluate_fn=lambda r, a: self.checkpoint(r + completed, a) if r > 0 else None,
+            )
+            final = result.arrays
+        save_checkpoint(
+            self.checkpoints / "final.pt",
+            final.to_torch_state_dict(),
+            {
+                "round": s.num_server_rounds,
+                "model": s.model.model_dump(mode="json"),
+                "image_size": s.image_size,
+            },
+            self.signing_key,
+        )
+        wait_for_sites(self.grid, 1, s.sites_timeout)
+        test = evaluate_round(
+            self.grid,
+            final,
+            sorted(self.grid.get_node_ids()),
+            "test",
+            s.num_server_rounds,
+            self.strategy,
+            s.round_timeout,
+        )
+        rows = _final_test_rows(self.log.path, s.num_server_rounds)
+        summary = {
+            "rounds": s.num_server_rounds,
+            "sites": {i.name: sorted(x.name for x in i.labelled) for i in infos},
+            "partial_structures": sorted(x.name for x in partial_structures(infos)),
+            "label_dropout_p": s.label_dropout_p,
+            "strategy": s.strategy,
+            "best_round": self.best["round"],
+            "seconds": round(time.perf_counter() - started, 2),
+            "test": {r["site"]: r for r in rows},
+            "test_aggregate": test,
+        }
+        atomic_write_bytes(
+            self.out / "summary.json", json.dumps(summary, indent=2, default=str).encode()
+        )
+        say("final model on each site's test split:\n" + summary_table(rows))
+        say(f"done in {summary['seconds']:.0f}s; outputs in {self.out}")
 
-    config = train_config(settings, infos)
-    metrics_log.event("train-config", **dict(config))
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=initial,
-        num_rounds=settings.num_server_rounds,
-        timeout=settings.round_timeout,
-        train_config=config,
-        evaluate_config=ConfigRecord({"split": "val"}),
-        evaluate_fn=lambda r, a: checkpoint(r, a) if r > 0 else None,
-    )
-    final = result.arrays
-    save_checkpoint(
-        checkpoints / "final.pt",
-        final.to_torch_state_dict(),
-        {
-            "round": settings.num_server_rounds,
-            "model": settings.model.model_dump(mode="json"),
-            "image_size": settings.image_size,
-        },
-        signing_key,
-    )
-    live = sorted(grid.get_node_ids())
-    test = evaluate_round(
-        grid, final, live, "test", settings.num_server_rounds, strategy, settings.round_timeout
-    )
-    rows = [r for r in _final_test_rows(metrics_log.path, settings.num_server_rounds)]
-    summary = {
-        "rounds": settings.num_server_rounds,
-        "sites": {i.name: sorted(s.name for s in i.labelled) for i in infos},
-        "partial_structures": sorted(s.name for s in partial),
-        "label_dropout_p": settings.label_dropout_p,
-        "strategy": settings.strategy,
-        "best_round": best["round"],
-        "seconds": round(time.perf_counter() - started, 2),
-        "test": {r["site"]: r for r in rows},
-        "test_aggregate": test,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    say("final model on each site's test split:\n" + summary_table(rows))
-    say(f"done in {summary['seconds']:.0f}s; outputs in {out}")
+
+def resident_mb() -> float:
+    """This process's resident memory in MiB (Linux /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return float("nan")
 
 
 def initial_state(settings: RunSettings, signing_key: Ed25519PrivateKey | None) -> dict:

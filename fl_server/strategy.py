@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg
 
 from common.metrics import STRUCTURES
 from common.run_settings import RunSettings
 from fl_server.metrics_log import MetricsLog
+from fl_server.negotiation import wait_for_sites
+from fl_server.validation import validate_updates
 
 SCORE_PREFIXES = ("", "full-")
 
@@ -68,8 +71,9 @@ def mean_dice(metrics: Mapping[str, float], prefix: str = "") -> float:
 
 
 class SiteBookkeeping:
-    """Mixin for a Flower strategy: logs per-site replies, keeps dtypes, remembers the last
-    aggregated validation metrics."""
+    """Mixin for a Flower strategy: waits for sites with a deadline, continues round numbers
+    after a resume, validates updates before aggregation, logs per-site replies, keeps dtypes,
+    remembers the last aggregated validation metrics."""
 
     def setup_bookkeeping(
         self,
@@ -78,6 +82,10 @@ class SiteBookkeeping:
         log: MetricsLog,
         reference: ArrayRecord,
         updates_dir: Path | None,
+        min_sites: int = 1,
+        sites_timeout: float = 600.0,
+        round_offset: int = 0,
+        norm_factor: float = 0.0,
     ) -> None:
         self.site_names = dict(sites)
         self.metrics_log = log
@@ -85,6 +93,29 @@ class SiteBookkeeping:
         self.updates_dir = updates_dir
         self.last_validation: dict[str, float] = {}
         self.participants: dict[int, list[str]] = {}
+        self.min_sites = min_sites
+        self.sites_timeout = sites_timeout
+        self.round_offset = round_offset
+        self.norm_factor = norm_factor
+        self.current: dict[str, np.ndarray] = {}
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        # Flower's sampling waits forever for min_available_nodes: wait here with a deadline
+        wait_for_sites(grid, self.min_sites, self.sites_timeout)
+        self.current = {k: v.numpy() for k, v in arrays.items()}
+        return super().configure_train(  # type: ignore[misc]
+            server_round + self.round_offset, arrays, config, grid
+        )
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        wait_for_sites(grid, self.min_sites, self.sites_timeout)
+        return super().configure_evaluate(  # type: ignore[misc]
+            server_round + self.round_offset, arrays, config, grid
+        )
 
     def site_of(self, node_id: int) -> str:
         return self.site_names.get(node_id, f"node-{node_id}")
@@ -117,6 +148,13 @@ class SiteBookkeeping:
         self.participants[server_round] = sorted(self.site_of(m.metadata.src_node_id) for m in ok)
         if self.updates_dir is not None:
             self._save_updates(server_round, ok)
+        if not ok:
+            self.metrics_log.event(
+                "round-not-aggregated",
+                round=server_round,
+                reason="no valid update: the global model is unchanged",
+            )
+            return None, None
         arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
         if arrays is not None:
             arrays = ArrayRecord(
@@ -141,6 +179,28 @@ class SiteBookkeeping:
             self.last_validation = dict(metrics)
             self.metrics_log.site_row(server_round, "val", "*", 0, dict(metrics))
         return metrics
+
+    def _validated(self, server_round: int, replies: list[Message]) -> list[Message]:
+        """Drop the replies whose weights fail validation (logged with the site and reason)."""
+        ok = [m for m in replies if not m.has_error()]
+        if not ok or not self.current:
+            return replies
+        updates = []
+        for msg in ok:
+            records = list(msg.content.array_records.values())
+            arrays = {k: v.numpy() for k, v in records[0].items()} if len(records) == 1 else {}
+            updates.append((self.site_of(msg.metadata.src_node_id), arrays))
+        accepted, rejected, norms = validate_updates(updates, self.current, self.norm_factor)
+        for rejection in rejected:
+            self.metrics_log.event(
+                "update-rejected", round=server_round, site=rejection.site, reason=rejection.reason
+            )
+        if norms:
+            self.metrics_log.event(
+                "update-norms", round=server_round, norms={k: round(v, 6) for k, v in norms.items()}
+            )
+        keep = {id(ok[i]) for i in accepted}
+        return [m for m in replies if m.has_error() or id(m) in keep]
 
     def audit_replies(self, server_round: int, phase: str, replies: list[Message]) -> None:
         """Log what each reply carried: record kinds, array count, metric value types."""
@@ -184,6 +244,14 @@ class EchoFedProx(SiteBookkeeping, FedProx):
     """Flower's FedProx (sends ``proximal-mu``; sites add the proximal term)."""
 
 
+class EchoFedMedian(SiteBookkeeping, FedMedian):
+    """Flower's FedMedian: coordinate-wise median of the sites' weights (robust)."""
+
+
+class EchoFedTrimmedAvg(SiteBookkeeping, FedTrimmedAvg):
+    """Flower's trimmed mean: drops the ``trim-beta`` fraction at each end, per coordinate."""
+
+
 def make_strategy(settings: RunSettings) -> SiteBookkeeping:
     common: dict[str, Any] = {
         "fraction_train": settings.fraction_train,
@@ -196,4 +264,8 @@ def make_strategy(settings: RunSettings) -> SiteBookkeeping:
     }
     if settings.strategy == "fedprox":
         return EchoFedProx(proximal_mu=settings.proximal_mu, **common)
+    if settings.strategy == "fedmedian":
+        return EchoFedMedian(**common)
+    if settings.strategy == "fedtrimmedavg":
+        return EchoFedTrimmedAvg(beta=settings.trim_beta, **common)
     return EchoFedAvg(**common)
