@@ -142,12 +142,14 @@ class SiteBookkeeping:
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.round_offset
         replies = list(replies)
         self._log_replies(server_round, "train", replies)
+        if self.updates_dir is not None:  # every well-formed reply is kept, rejected ones too
+            self._save_updates(server_round, [m for m in replies if not m.has_error()])
+        replies = self._validated(server_round, replies)
         ok = [m for m in replies if not m.has_error()]
         self.participants[server_round] = sorted(self.site_of(m.metadata.src_node_id) for m in ok)
-        if self.updates_dir is not None:
-            self._save_updates(server_round, ok)
         if not ok:
             self.metrics_log.event(
                 "round-not-aggregated",
@@ -170,6 +172,7 @@ class SiteBookkeeping:
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
+        server_round += self.round_offset
         replies = list(replies)
         self._log_replies(server_round, "val", replies)
         if self.updates_dir is not None:
