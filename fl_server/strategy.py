@@ -149,14 +149,16 @@ class SiteBookkeeping:
             self._save_updates(server_round, [m for m in replies if not m.has_error()])
         replies = self._validated(server_round, replies)
         ok = [m for m in replies if not m.has_error()]
-        self.participants[server_round] = sorted(self.site_of(m.metadata.src_node_id) for m in ok)
-        if not ok:
+        self.participants[server_round] = []  # the sites whose updates are in the global model
+        if len(ok) < self.min_sites:
             self.metrics_log.event(
                 "round-not-aggregated",
                 round=server_round,
-                reason="no valid update: the global model is unchanged",
+                reason=f"{len(ok)} valid update(s), {self.min_sites} needed (min-sites): "
+                "the global model is unchanged",
             )
             return None, None
+        self.participants[server_round] = sorted(self.site_of(m.metadata.src_node_id) for m in ok)
         arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
         if arrays is not None:
             arrays = ArrayRecord(

@@ -1,0 +1,185 @@
+"""A real coordinator and real hospital clients on loopback, for the deployment tests.
+
+Everything runs through the console scripts a hospital and a coordinator use (``fl-server``,
+``fl-client``), each long-lived process in its own process group so that a test can kill a
+site (and everything it started) or stop the lot afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+from common.synthetic.federation import FederationConfig, generate_federation
+from fl_server.metrics_log import read_metrics_log
+from simulations.engine import free_port
+
+BIN = Path(sys.executable).parent
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def background(*args: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(BIN / args[0]), *args[1:]],
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        except ProcessLookupError:
+            pass
+
+
+class Cluster:
+    """``sites``: site name -> (synthetic data folder, format)."""
+
+    def __init__(self, base: Path, sites: dict[str, tuple[str, str]], min_sites: int) -> None:
+        self.base = base
+        self.sites = sites
+        self.home = base / "coordinator"
+        self.port = free_port()
+        self.superlink: subprocess.Popen | None = None
+        self.clients: dict[str, subprocess.Popen] = {}
+        init = cli(
+            "fl-server",
+            "init",
+            "--home",
+            str(self.home),
+            "--host",
+            "localhost",
+            "--port",
+            str(self.port),
+            "--listen-host",
+            "127.0.0.1",
+            "--min-sites",
+            str(min_sites),
+            *[x for s in sites for x in ("--site", s)],
+        )
+        if init.returncode != 0:
+            raise RuntimeError(init.stderr)
+        self.sites_dir = base / "sites"
+        self.sites_dir.mkdir(exist_ok=True)
+        for site, (data, fmt) in sites.items():
+            bundle = self.home / "bundles" / site
+            config = tomllib.loads((bundle / f"{site}.toml").read_text())
+            config.update(
+                {
+                    "data_dir": str(base / "data" / data),
+                    "format": fmt,
+                    "ca_certificate": str(bundle / "ca.crt"),
+                    "private_key": str(bundle / "site.key"),
+                    "cache_dir": str(base / f"cache-{site}"),
+                    "runtime_port": free_port(),
+                    "log_file": str(base / f"{site}.log"),
+                }
+            )
+            (self.sites_dir / f"{site}.toml").write_text(
+                "\n".join(f"{k} = {json.dumps(v)}" for k, v in config.items()) + "\n"
+            )
+
+    @staticmethod
+    def generate(base: Path, sites: list[dict]) -> None:
+        generate_federation(
+            FederationConfig.model_validate(
+                {"seed": 5, "output_dir": str(base / "data"), "workers": 1, "sites": sites}
+            ),
+            progress=lambda _: None,
+        )
+
+    def start(self) -> None:
+        self.superlink = background(
+            "fl-server", "start", "--home", str(self.home), log=self.base / "superlink.out"
+        )
+        context = ssl.create_default_context(cafile=str(self.home / "pki" / "ca" / "ca.crt"))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with (
+                    socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock,
+                    context.wrap_socket(sock, server_hostname="127.0.0.1"),
+                ):
+                    return
+            except OSError:
+                time.sleep(0.5)
+        raise TimeoutError("the SuperLink did not come up")
+
+    def register(self, *sites: str) -> list[subprocess.CompletedProcess]:
+        return [cli("fl-server", "register", "--home", str(self.home), "--site", s) for s in sites]
+
+    def start_client(self, site: str) -> subprocess.Popen:
+        proc = background(
+            "fl-client",
+            "--site",
+            site,
+            "--config-dir",
+            str(self.sites_dir),
+            log=self.base / f"client-{site}.out",
+        )
+        self.clients[site] = proc
+        return proc
+
+    def kill_client(self, site: str) -> None:
+        stop(self.clients.pop(site), signal.SIGKILL)
+
+    def run_command(self, name: str, rounds: int, run_config: str) -> list[str]:
+        return [
+            str(BIN / "fl-server"),
+            "run",
+            "--home",
+            str(self.home),
+            "--rounds",
+            str(rounds),
+            "--name",
+            name,
+            "--run-config",
+            run_config,
+        ]
+
+    def rows(self, name: str) -> list[dict]:
+        return read_metrics_log(self.home / "runs" / name / "metrics.jsonl")
+
+    def wait_for(self, name: str, predicate, timeout: float = 600) -> list[dict]:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = self.rows(name)
+            if predicate(rows):
+                return rows
+            time.sleep(0.5)
+        raise TimeoutError(f"condition not reached in run {name}")
+
+    def close(self) -> None:
+        for site in list(self.clients):
+            stop(self.clients.pop(site))
+        if self.superlink is not None:
+            stop(self.superlink)
+        time.sleep(2)
+
+
+def done_rounds(rows: list[dict]) -> dict[int, list[str]]:
+    return {r["round"]: r["sites"] for r in rows if r.get("event") == "round-done"}
