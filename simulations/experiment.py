@@ -26,6 +26,7 @@ from common.losses import LossName
 from common.model import ModelConfig
 from common.synthetic.federation import FederationConfig, SyntheticSiteConfig
 from common.synthetic.knobs import SynthesisKnobs
+from common.synthetic.vendors import get_vendor
 
 
 class ExperimentSite(StrictModel):
@@ -57,6 +58,13 @@ class ExperimentSite(StrictModel):
         if value is None:
             return None
         return parse_labelled_set([value] if isinstance(value, str) else value)  # type: ignore[arg-type]
+
+    @field_validator("vendor")
+    @classmethod
+    def _known_vendor(cls, value: str | None) -> str | None:
+        if value is not None:
+            get_vendor(value)  # raises ValueError listing the known vendors
+        return value
 
     @model_validator(mode="after")
     def _synthetic_or_real(self) -> ExperimentSite:

@@ -7,6 +7,7 @@ site (and everything it started) or stop the lot afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from common.synthetic.federation import FederationConfig, generate_federation
 from fl_server.metrics_log import read_metrics_log
-from simulations.engine import free_port
+from simulations.engine import _family, free_port
 
 BIN = Path(sys.executable).parent
 
@@ -145,7 +146,12 @@ class Cluster:
         return proc
 
     def kill_client(self, site: str) -> None:
-        stop(self.clients.pop(site), signal.SIGKILL)
+        """A hospital's machine dies: fl-client, its SuperNode (own session) and ClientApps."""
+        proc = self.clients.pop(site)
+        for pid in _family([proc.pid]):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
 
     def run_command(self, name: str, rounds: int, run_config: str) -> list[str]:
         return [
