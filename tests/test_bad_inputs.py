@@ -135,19 +135,19 @@ def corrupt_label(env: Env, tmp: Path) -> tuple[Path, str]:
 def missing_mask(env: Env, tmp: Path) -> tuple[Path, str]:
     site = copy_site(env, "camus-nifti", tmp)
     (site / "database_nifti" / "patient0001" / "patient0001_4CH_ES_gt.nii.gz").unlink()
-    return site, "patient0001_4CH_ES_gt.nii.gz"
+    return site, "patient0001_4CH_ES_gt.nii.gz: missing ground-truth mask for image"
 
 
 def truncated_nifti(env: Env, tmp: Path) -> tuple[Path, str]:
     site = copy_site(env, "camus-nifti", tmp)
     path = site / "database_nifti" / "patient0003" / "patient0003_4CH_ED.nii.gz"
     path.write_bytes(path.read_bytes()[:60])
-    return site, "patient0003_4CH_ED.nii.gz"
+    return site, "patient0003_4CH_ED.nii.gz: unreadable NIfTI file"
 
 
 def empty_site(env: Env, tmp: Path) -> tuple[Path, str]:
     (tmp / "empty").mkdir()
-    return tmp / "empty", "empty"
+    return tmp / "empty", "empty: no database_nifti/ folder: not a CAMUS NIfTI tree"
 
 
 DATA_CASES = {
@@ -184,7 +184,7 @@ def tracing_too_few_rows(env: Env, tmp: Path) -> tuple[Path, str]:
     kept = [ln for ln in lines if not (ln.startswith(name + ",") and ln.endswith("," + frame))]
     extra = [ln for ln in lines if ln.startswith(name + ",") and ln.endswith("," + frame)][:2]
     path.write_text("\n".join(kept + extra) + "\n")
-    return site, "VolumeTracings.csv"
+    return site, "a traced frame needs at least 3 (long axis + 2 chords)"
 
 
 def mat_without_key(env: Env, tmp: Path) -> tuple[Path, str]:
@@ -193,21 +193,27 @@ def mat_without_key(env: Env, tmp: Path) -> tuple[Path, str]:
     site = copy_site(env, "hmc-qu", tmp)
     mat = next((site / "LV Ground-truth Segmentation Masks").glob("*.mat"))
     scipy.io.savemat(mat, {"other": np.zeros((2, 4, 4), np.uint8)})
-    return site, "predicted"
+    return site, "no variable 'predicted' in the .mat file"
 
 
 def manifest_typo(env: Env, tmp: Path) -> tuple[Path, str]:
     site = copy_site(env, "folder", tmp)
     manifest = site / "manifest.toml"
     manifest.write_text(manifest.read_text().replace("labelled", "labeled"))
-    return site, "manifest.toml"
+    return site, "manifest.toml: invalid manifest: unknown key 'labeled' (did you mean 'labelled'?"
 
 
 def jpeg_mask(env: Env, tmp: Path) -> tuple[Path, str]:
+    from PIL import Image
+
     site = copy_site(env, "folder", tmp)
+    png = site / "masks" / "patient0001_4CH_ED.png"
+    Image.open(png).convert("L").save(site / "masks" / "patient0001_4CH_ED.jpg", quality=90)
     index = site / "index.csv"
-    index.write_text(index.read_text().replace(".png", ".jpg", 2))
-    return site, "index.csv"
+    index.write_text(
+        index.read_text().replace("masks/patient0001_4CH_ED.png", "masks/patient0001_4CH_ED.jpg")
+    )
+    return site, "patient0001_4CH_ED.jpg: JPEG masks are refused: lossy compression"
 
 
 MORE_DATA_CASES = {
@@ -457,7 +463,10 @@ EXPERIMENT_CASES = {
         "label_dropout_p",
     ),
     "synthetic site without cases": (EXPERIMENT.replace("cases = 4", ""), "needs 'cases'"),
-    "unknown vendor": (EXPERIMENT.replace('vendor = "A"', 'vendor = "Q"'), "unknown synthetic vendor 'Q'"),
+    "unknown vendor": (
+        EXPERIMENT.replace('vendor = "A"', 'vendor = "Q"'),
+        "unknown synthetic vendor 'Q'",
+    ),
 }
 
 
