@@ -62,6 +62,7 @@ class RunSettings(StrictModel):
     signing_key: str = Field("", alias="signing-key")  # coordinator: sign every checkpoint
     verify_key: str = Field("", alias="verify-key")  # public key for initial-checkpoint
     initial_checkpoint: str = Field("", alias="initial-checkpoint")  # fine-tune from a model
+    site_registry: str = Field("", alias="site-registry")  # coordinator: name -> node id
 
     @field_validator("model_channels")
     @classmethod

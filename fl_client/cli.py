@@ -35,7 +35,8 @@ from common.preprocess import PreprocessConfig
 from fl_client.site_config import SiteConfig, check_files, load_site_config, site_config_path
 
 EXIT_CONFIG, EXIT_UNREGISTERED, EXIT_UNREACHABLE = 2, 3, 4
-NOT_REGISTERED_MARK = "[code: 2004]"
+NOT_REGISTERED_MARK = "[code: 2004]"  # activation refused: the key is not registered
+REVOKED_MARKS = ("401 Unauthorized", "status code 401")  # the key was unregistered meanwhile
 
 log = logging.getLogger("echofl.fl-client")
 
@@ -110,9 +111,15 @@ def supernode_command(config: SiteConfig) -> list[str]:
     return command
 
 
-def supernode_env() -> dict[str, str]:
+def supernode_env(config: SiteConfig) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1"})
+    env.update(
+        {
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_HOME": str(config.flwr_home),
+        }
+    )
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
 
@@ -121,7 +128,7 @@ def run_supernode(config: SiteConfig, say) -> int:  # type: ignore[no-untyped-de
     """Run the SuperNode in its own process group, relay its output, forward signals."""
     proc = subprocess.Popen(
         supernode_command(config),
-        env=supernode_env(),
+        env=supernode_env(config),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -142,7 +149,7 @@ def run_supernode(config: SiteConfig, say) -> int:  # type: ignore[no-untyped-de
         for line in proc.stdout:
             log.info("supernode: %s", line.rstrip())
             print(line, end="", flush=True)
-            if NOT_REGISTERED_MARK in line:
+            if NOT_REGISTERED_MARK in line or any(m in line for m in REVOKED_MARKS):
                 unregistered.set()
 
     # The SuperNode's SuperExec child keeps the pipe open after the SuperNode itself exits, so
@@ -156,7 +163,8 @@ def run_supernode(config: SiteConfig, say) -> int:  # type: ignore[no-untyped-de
     reader.join(timeout=5)
     if unregistered.is_set():
         say(
-            f"REFUSED: site {config.site}'s key is not registered with the coordinator. Send "
+            f"REFUSED: site {config.site}'s key is not registered with the coordinator (or was "
+            "unregistered). Send "
             f"the public key that matches {config.private_key.name} (site.pub) to the "
             f"coordinator and ask them to run: fl-server register --site {config.site}"
         )
@@ -220,6 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         return run_supernode(config, say)
     except EchoflError as exc:
         print(f"[fl-client {args.site}] error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_CONFIG
+    except OSError as exc:  # a folder that cannot be created or written (cache, log, FLWR_HOME)
+        where = exc.filename or "a file"
+        print(
+            f"[fl-client {args.site}] error: {where}: {exc.strerror or exc}",
+            file=sys.stderr,
+            flush=True,
+        )
         return EXIT_CONFIG
 
 

@@ -45,6 +45,7 @@ class SiteConfig(StrictModel):
     cache_dir: Path = Path("cache")
     runtime_port: int = Field(default=9094, ge=1024, le=65535)
     log_file: Path | None = None
+    flwr_home: Path = Path("flwr")  # where Flower unpacks the app bundles it receives
     loader_options: dict[str, Any] = Field(default_factory=dict)
     max_retries: int | None = Field(default=None, ge=0)  # None: keep trying
 
@@ -80,6 +81,7 @@ class SiteConfig(StrictModel):
                 "data_dir": absolute(self.data_dir),
                 "cache_dir": absolute(self.cache_dir),
                 "log_file": absolute(self.log_file),
+                "flwr_home": absolute(self.flwr_home),
             }
         )
 

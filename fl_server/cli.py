@@ -26,6 +26,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
 from common.checkpoint import load_checkpoint
 from common.errors import ConfigError, EchoflError
 from common.pki import (
@@ -36,9 +38,10 @@ from common.pki import (
     load_certificate,
     load_signing_key,
     load_verify_key,
+    make_server_cert,
     write_file,
 )
-from fl_server.coordinator import CONNECTION, CoordinatorHome
+from fl_server.coordinator import CONNECTION, DEFAULT_APP_DIR, CoordinatorHome
 
 FIREWALL = """\
 Firewall / exposure rules for this coordinator (SuperLink port {port}):
@@ -121,9 +124,12 @@ def cmd_init(args: argparse.Namespace) -> int:
         raise ConfigError(home.config_file, "already initialised (use --force to start over)")
     home.root.mkdir(parents=True, exist_ok=True)
     init_pki(home.pki.root, args.host, args.site, force=args.force)
+    app_dir = (args.app_dir or DEFAULT_APP_DIR).resolve()
+    check_app_dir(app_dir)
     config = (
         f'hosts = {json.dumps(args.host)}\nlisten_host = "{args.listen_host}"\n'
         f"port = {args.port}\nmin_sites = {args.min_sites}\n"
+        f"app_dir = {json.dumps(str(app_dir))}\n"
     )
     write_file(home.config_file, config.encode())
     for site in args.site:
@@ -252,26 +258,69 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+_OVERRIDE = re.compile(r"""\s*([A-Za-z0-9_.-]+)=("(?:[^"\\]|\\.)*"|'[^']*'|[^\s"']*)\s*""")
+
+
+def parse_overrides(text: str | None) -> dict[str, str]:
+    """``'k=v k2="a b"'`` -> {k: v, k2: '"a b"'}: TOML values kept as written."""
+    out: dict[str, str] = {}
+    position, text = 0, text or ""
+    while position < len(text.rstrip()):
+        match = _OVERRIDE.match(text, position)
+        if match is None or match.end() == position:
+            raise ConfigError("--run-config", f"expected key=value at {text[position:]!r}")
+        out[match.group(1)] = match.group(2)
+        position = match.end()
+    return out
+
+
+def check_app_dir(app_dir: Path) -> None:
+    pyproject = app_dir / "pyproject.toml"
+    try:
+        tool = tomllib.loads(pyproject.read_text()).get("tool", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        tool = {}
+    if "app" not in tool.get("flwr", {}):
+        raise ConfigError(
+            pyproject,
+            "app_dir must be the echofl source folder (its "
+            "pyproject.toml declares the Flower app); set app_dir in "
+            "coordinator.toml",
+        )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     home = CoordinatorHome(args.home)
     config = home.config()
-    name = args.name or dt.datetime.now().strftime("run-%Y%m%d-%H%M%S")
-    out = home.runs / name
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(out, "a run with this name already has outputs (choose --name)")
+    check_app_dir(config.app_dir)
+    if args.resume:
+        name = args.resume
+        out = home.runs / name
+        if not (out / "metrics.jsonl").is_file():
+            raise ConfigError(out, "no run to resume here (no metrics.jsonl)")
+    else:
+        name = args.name or dt.datetime.now().strftime("run-%Y%m%d-%H%M%S")
+        out = home.runs / name
+        if out.exists() and any(out.iterdir()):
+            raise ConfigError(
+                out, "a run with this name already has outputs (choose --name, or --resume it)"
+            )
     out.mkdir(parents=True, exist_ok=True)
-    overrides = {
+    load_signing_key(home.pki.signing_key)
+    values = {
         "output-dir": json.dumps(str(out)),
         "signing-key": json.dumps(str(home.pki.signing_key)),
+        "site-registry": json.dumps(str(home.registry)),
         "min-sites": str(args.min_sites or config.min_sites),
     }
     if args.rounds:
-        overrides["num-server-rounds"] = str(args.rounds)
-    load_signing_key(home.pki.signing_key)
-    extra = f" {args.run_config}" if args.run_config else ""
-    run_config = " ".join(f"{k}={v}" for k, v in overrides.items()) + extra
+        values["num-server-rounds"] = str(args.rounds)
+    values.update(parse_overrides(args.run_config))  # the operator's values win
+    if args.resume:
+        values["resume"] = "true"
+    run_config = " ".join(f"{k}={v}" for k, v in values.items())
     home.write_connection(config.port)
-    _say(f"launching run {name} (outputs in {out})")
+    _say(f"{'resuming' if args.resume else 'launching'} run {name} (outputs in {out})")
     proc = subprocess.run(
         ["flwr", "run", str(config.app_dir), CONNECTION, "--stream", "--run-config", run_config],
         env=_flwr_env(home),
@@ -286,8 +335,37 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{out / 'checkpoints' / 'final.pt'}"
         )
         return 0
-    _say(f"run {name} did not finish (exit {proc.returncode}); see {out} and {home.log_file}")
+    _say(
+        f"run {name} did not finish (exit {proc.returncode}); see {out} and {home.log_file}; "
+        f"continue it with: fl-server run --home {home.root} --resume {name}"
+    )
     return proc.returncode or 1
+
+
+def cmd_renew_cert(args: argparse.Namespace) -> int:
+    """A new server certificate from the existing CA (sites keep their ca.crt and keys)."""
+    home = CoordinatorHome(args.home)
+    config = home.config()
+    hosts = args.host or config.hosts
+    pki = home.pki
+    ca_cert = check_ca_certificate(pki.ca_cert)
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    key, cert = make_server_cert(ca_key, ca_cert, hosts, days=args.days)  # type: ignore[arg-type]
+    write_file(
+        pki.server_key,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        private=True,
+    )
+    write_file(pki.server_cert, cert.public_bytes(serialization.Encoding.PEM))
+    _say(
+        f"new server certificate for {', '.join(hosts)} (+ loopback), valid "
+        f"{args.days} days; restart the SuperLink (fl-server start) to use it"
+    )
+    return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -325,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=9092)
     p.add_argument("--listen-host", default="0.0.0.0")
     p.add_argument("--min-sites", type=int, default=2)
+    p.add_argument(
+        "--app-dir",
+        type=Path,
+        help="the echofl source folder (the Flower app); default: the installed checkout",
+    )
     p.add_argument("--force", action="store_true")
     p.set_defaults(fn=cmd_init)
     p = with_home(sub.add_parser("add-site", help="keys + bundle for a new site, or rotate"))
@@ -341,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_home(sub.add_parser("status", help="sites and runs")).set_defaults(fn=cmd_status)
     p = with_home(sub.add_parser("run", help="launch a federated training run"))
     p.add_argument("--rounds", type=int)
+    p.add_argument(
+        "--resume", metavar="NAME", help="continue a stopped run from its last completed round"
+    )
     p.add_argument("--min-sites", type=int)
     p.add_argument("--name", help="run folder name (default: run-<timestamp>)")
     p.add_argument("--run-config", help='extra overrides, e.g. "label-dropout-p=0.5 lr=0.002"')
@@ -352,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     with_home(sub.add_parser("firewall", help="print the exposure rules")).set_defaults(
         fn=cmd_firewall
     )
+    p = with_home(sub.add_parser("renew-cert", help="new server certificate, same CA"))
+    p.add_argument("--host", action="append", help="names/IPs (default: coordinator.toml hosts)")
+    p.add_argument("--days", type=int, default=825)
+    p.set_defaults(fn=cmd_renew_cert)
     return parser
 
 

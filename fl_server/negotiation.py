@@ -7,8 +7,10 @@ the federation: the structures label dropout acts on. No site can know this alon
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
@@ -67,6 +69,35 @@ def query_sites(grid: Grid, node_ids: list[int], timeout: float) -> list[SiteInf
             )
         )
     return sorted(infos, key=lambda i: i.name)
+
+
+def check_registered_names(
+    infos: list[SiteInfo],
+    registry_path: str,
+) -> tuple[list[SiteInfo], list[tuple[SiteInfo, str]]]:
+    """Keep the sites whose declared name is the one their key was registered under
+    (``fl-server register`` records name -> node id); a node that claims another site's name,
+    or a name nobody registered, is left out. Without a registry file every site is kept."""
+    path = Path(registry_path) if registry_path else None
+    if path is None or not path.is_file():
+        return infos, []
+    registry = {k: int(v) for k, v in json.loads(path.read_text()).items()}
+    kept, refused = [], []
+    for info in infos:
+        expected = registry.get(info.name)
+        if expected == info.node_id:
+            kept.append(info)
+        elif expected is None:
+            refused.append((info, f"no site named {info.name!r} is registered"))
+        else:
+            refused.append(
+                (
+                    info,
+                    f"node {info.node_id} claims site {info.name!r}, which is "
+                    f"registered to node {expected}",
+                )
+            )
+    return kept, refused
 
 
 def partial_structures(infos: list[SiteInfo]) -> LabelledSet:

@@ -37,6 +37,7 @@ from fl_server.metrics_log import MetricsLog
 from fl_server.negotiation import (
     FederationError,
     SiteInfo,
+    check_registered_names,
     describe,
     partial_structures,
     query_sites,
@@ -160,7 +161,12 @@ class FederatedRun:
     def negotiate(self) -> list[SiteInfo]:
         s = self.settings
         node_ids = wait_for_sites(self.grid, s.min_sites, s.sites_timeout)
-        infos = query_sites(self.grid, node_ids, s.round_timeout)
+        infos, refused = check_registered_names(
+            query_sites(self.grid, node_ids, s.round_timeout), s.site_registry
+        )
+        for info, reason in refused:
+            self.log.event("site-refused", node=info.node_id, site=info.name, reason=reason)
+            say(f"refused node {info.node_id}: {reason}")
         if len(infos) < s.min_sites:
             raise FederationError(
                 f"only {len(infos)} site(s) answered the query; {s.min_sites} needed"

@@ -22,12 +22,13 @@ folder             :mod:`.folder`               declared by the site
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from common.errors import DataError
+from common.errors import ConfigError, DataError
 from common.labels import Structure, parse_labelled_set
 
 if TYPE_CHECKING:
@@ -84,6 +85,13 @@ def load_site(format: str, root: str | Path, *, site: str, **options: Any) -> li
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "site root does not exist or is not a folder")
+    known = [n for n in inspect.signature(module.load).parameters if n not in ("root", "site")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{format} loader",
+            f"unknown loader option(s) {', '.join(unknown)}; known: {', '.join(known) or 'none'}",
+        )
     samples = module.load(root, site=site, **options)
     if not samples:
         raise DataError(root, f"empty site: no annotated frames found under {root}")
