@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from common.cache import load_site_cached
-from common.errors import EchoflError
+from common.errors import ConfigError, EchoflError
 from common.labels import format_labelled_set
 from common.preprocess import PreprocessConfig
 from fl_client.site_config import SiteConfig, check_files, load_site_config, site_config_path
@@ -81,6 +81,10 @@ def wait_for_coordinator(config: SiteConfig, say, retry_s: float = 5.0) -> bool:
 
 def preflight(config: SiteConfig, source: Path, say) -> None:  # type: ignore[no-untyped-def]
     check_files(config, source)
+    for folder in (config.flwr_home, config.cache_dir):
+        folder.mkdir(parents=True, exist_ok=True)  # OSError: reported with the path
+        if not os.access(folder, os.W_OK):
+            raise ConfigError(source, f"{folder} is not writable by this user")
     say(f"certificate and key OK ({config.ca_certificate.name}, {config.private_key.name})")
     started = time.perf_counter()
     data = load_site_cached(config.spec, PreprocessConfig(), config.cache_dir)

@@ -41,6 +41,7 @@ from common.pki import (
     make_server_cert,
     write_file,
 )
+from common.run_settings import parse_run_settings
 from fl_server.coordinator import CONNECTION, DEFAULT_APP_DIR, CoordinatorHome
 
 FIREWALL = """\
@@ -101,7 +102,8 @@ private_key = "site.key"
 data_dir = "/path/to/your/dataset"
 format = "camus-nifti"
 # labelled = ["LV", "MYO", "LA"]   # optional: the structures your masks annotate
-cache_dir = "cache"
+cache_dir = "cache"              # preprocessing cache (absolute paths under a service manager)
+flwr_home = "flwr"               # where Flower unpacks the app it receives (must be writable)
 runtime_port = 9094
 log_file = "logs/fl-client.log"
 """
@@ -122,10 +124,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     home = CoordinatorHome(args.home)
     if home.config_file.exists() and not args.force:
         raise ConfigError(home.config_file, "already initialised (use --force to start over)")
+    app_dir = (args.app_dir or DEFAULT_APP_DIR).resolve()
+    check_app_dir(app_dir)  # before anything is written
     home.root.mkdir(parents=True, exist_ok=True)
     init_pki(home.pki.root, args.host, args.site, force=args.force)
-    app_dir = (args.app_dir or DEFAULT_APP_DIR).resolve()
-    check_app_dir(app_dir)
     config = (
         f'hosts = {json.dumps(args.host)}\nlisten_host = "{args.listen_host}"\n'
         f"port = {args.port}\nmin_sites = {args.min_sites}\n"
@@ -274,6 +276,22 @@ def parse_overrides(text: str | None) -> dict[str, str]:
     return out
 
 
+def check_run_config(values: dict[str, str], app_dir: Path) -> None:
+    """Every value valid TOML and the whole run config valid for echofl (a typo in a key, a
+    string without quotes, an impossible value): refused here, with the key named."""
+    parsed = {}
+    for key, text in values.items():
+        try:
+            parsed[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            raise ConfigError(
+                "--run-config",
+                f'{key}={text} is not a TOML value (strings need quotes: {key}="{text}")',
+            ) from None
+    defaults = tomllib.loads((app_dir / "pyproject.toml").read_text())["tool"]["flwr"]["app"]
+    parse_run_settings({**defaults.get("config", {}), **parsed}, source="--run-config")
+
+
 def check_app_dir(app_dir: Path) -> None:
     pyproject = app_dir / "pyproject.toml"
     try:
@@ -283,9 +301,8 @@ def check_app_dir(app_dir: Path) -> None:
     if "app" not in tool.get("flwr", {}):
         raise ConfigError(
             pyproject,
-            "app_dir must be the echofl source folder (its "
-            "pyproject.toml declares the Flower app); set app_dir in "
-            "coordinator.toml",
+            "app_dir must be the echofl source folder (its pyproject.toml declares the Flower "
+            "app): give it with fl-server init --app-dir, or set app_dir in coordinator.toml",
         )
 
 
@@ -305,7 +322,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 out, "a run with this name already has outputs (choose --name, or --resume it)"
             )
-    out.mkdir(parents=True, exist_ok=True)
     load_signing_key(home.pki.signing_key)
     values = {
         "output-dir": json.dumps(str(out)),
@@ -315,9 +331,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     if args.rounds:
         values["num-server-rounds"] = str(args.rounds)
-    values.update(parse_overrides(args.run_config))  # the operator's values win
+    overrides = parse_overrides(args.run_config)
+    fixed = sorted(set(overrides) & {"output-dir", "signing-key", "site-registry", "resume"})
+    if fixed:
+        raise ConfigError(
+            "--run-config", f"{', '.join(fixed)} are set by fl-server run (use --name / --resume)"
+        )
+    saved = out / "run-config.json"
+    if args.resume and saved.is_file():  # the stopped run's own options, then today's changes
+        values.update(json.loads(saved.read_text()))
+    values.update(overrides)  # the operator's values win over the defaults
     if args.resume:
         values["resume"] = "true"
+    check_run_config(values, config.app_dir)  # before anything is launched or written
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.resume or not saved.is_file():
+        write_file(
+            saved, json.dumps({k: v for k, v in values.items() if k != "resume"}, indent=2).encode()
+        )
     run_config = " ".join(f"{k}={v}" for k, v in values.items())
     home.write_connection(config.port)
     _say(f"{'resuming' if args.resume else 'launching'} run {name} (outputs in {out})")
@@ -349,6 +380,12 @@ def cmd_renew_cert(args: argparse.Namespace) -> int:
     hosts = args.host or config.hosts
     pki = home.pki
     ca_cert = check_ca_certificate(pki.ca_cert)
+    if not pki.ca_key.is_file():
+        raise ConfigError(
+            pki.ca_key,
+            "the CA private key is needed to sign a new server "
+            "certificate (bring it back from where it is kept offline)",
+        )
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
     key, cert = make_server_cert(ca_key, ca_cert, hosts, days=args.days)  # type: ignore[arg-type]
     write_file(
@@ -454,6 +491,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except tomllib.TOMLDecodeError as exc:
         print(f"[fl-server] error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"[fl-server] error: {exc.filename or 'a file'}: {exc.strerror or exc}", file=sys.stderr
+        )
         return 2
 
 

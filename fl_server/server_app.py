@@ -134,7 +134,8 @@ def main(grid: Grid, context: Context) -> None:
     except FederationError as exc:
         say(
             f"STOPPED: {exc}. Every checkpoint written so far is kept in "
-            f"{settings.output_path / 'checkpoints'}; continue later with resume=true."
+            f"{settings.output_path / 'checkpoints'}; continue later with "
+            "fl-server run --resume <run> (or the run config resume=true)."
         )
         MetricsLog(settings.output_path / "metrics.jsonl").event("stopped", reason=str(exc))
         raise
@@ -156,6 +157,7 @@ class FederatedRun:
         self.best = {"score": -math.inf, "round": 0}
         self.round_started = time.perf_counter()
         self.strategy: SiteBookkeeping | None = None
+        self.refused: set[int] = set()
 
     # -- steps --------------------------------------------------------------------------------
     def negotiate(self) -> list[SiteInfo]:
@@ -167,6 +169,7 @@ class FederatedRun:
         for info, reason in refused:
             self.log.event("site-refused", node=info.node_id, site=info.name, reason=reason)
             say(f"refused node {info.node_id}: {reason}")
+            self.refused.add(info.node_id)
         if len(infos) < s.min_sites:
             raise FederationError(
                 f"only {len(infos)} site(s) answered the query; {s.min_sites} needed"
@@ -188,6 +191,31 @@ class FederatedRun:
             f"label dropout p = {s.label_dropout_p}"
         )
         return infos
+
+    def admit(self, grid: Grid, node_ids: list[int]) -> None:
+        """A node that connects during the run: query it, check its name, admit or refuse."""
+        assert self.strategy is not None
+        s = self.settings
+        answered, refused = check_registered_names(
+            query_sites(grid, node_ids, s.round_timeout), s.site_registry
+        )
+        taken = set(self.strategy.site_names.values())
+        for info in answered:
+            if info.name in taken:
+                refused.append((info, f"site {info.name!r} is already connected as another node"))
+                continue
+            self.strategy.site_names[info.node_id] = info.name
+            self.log.event(
+                "site-admitted",
+                node=info.node_id,
+                site=info.name,
+                labelled=sorted(x.name for x in info.labelled),
+            )
+            say(f"site {info.name} joined (node {info.node_id})")
+        for info, reason in refused:
+            self.strategy.refused.add(info.node_id)
+            self.log.event("site-refused", node=info.node_id, site=info.name, reason=reason)
+            say(f"refused node {info.node_id}: {reason}")
 
     def starting_point(self) -> tuple[ArrayRecord, int]:
         """(initial global weights, last completed round): fresh, fine-tuned or resumed."""
@@ -263,7 +291,9 @@ class FederatedRun:
             sites_timeout=s.sites_timeout,
             round_offset=max(completed, 0),
             norm_factor=s.update_norm_factor,
+            admit=self.admit,
         )
+        self.strategy.refused.update(self.refused)
         if completed < 0:  # a fresh run: score the initial model (round 0)
             round0 = evaluate_round(
                 self.grid,
@@ -306,7 +336,7 @@ class FederatedRun:
         test = evaluate_round(
             self.grid,
             final,
-            sorted(self.grid.get_node_ids()),
+            self.strategy.admitted(self.grid),
             "test",
             s.num_server_rounds,
             self.strategy,

@@ -10,7 +10,8 @@ images that scored it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg
 from common.metrics import STRUCTURES
 from common.run_settings import RunSettings
 from fl_server.metrics_log import MetricsLog
-from fl_server.negotiation import wait_for_sites
+from fl_server.negotiation import FederationError
 from fl_server.validation import validate_updates
 
 SCORE_PREFIXES = ("", "full-")
@@ -86,6 +87,7 @@ class SiteBookkeeping:
         sites_timeout: float = 600.0,
         round_offset: int = 0,
         norm_factor: float = 0.0,
+        admit: Callable[[Grid, list[int]], None] | None = None,
     ) -> None:
         self.site_names = dict(sites)
         self.metrics_log = log
@@ -98,23 +100,57 @@ class SiteBookkeeping:
         self.round_offset = round_offset
         self.norm_factor = norm_factor
         self.current: dict[str, np.ndarray] = {}
+        self.refused: set[int] = set()
+        self.admit = admit
+
+    def admitted(self, grid: Grid) -> list[int]:
+        """Connected nodes that are known sites; nodes seen for the first time are checked
+        first (query + registry) through the ``admit`` hook."""
+        online = sorted(grid.get_node_ids())
+        new = [n for n in online if n not in self.site_names and n not in self.refused]
+        if new and self.admit is not None:
+            self.admit(grid, new)
+        return [n for n in online if n in self.site_names]
+
+    def wait_for_admitted(self, grid: Grid) -> list[int]:
+        """At least ``min_sites`` admitted sites, or :class:`FederationError` after the
+        deadline (Flower's own sampling would wait forever)."""
+        deadline = time.monotonic() + self.sites_timeout
+        while True:
+            nodes = self.admitted(grid)
+            if len(nodes) >= self.min_sites:
+                return nodes
+            if time.monotonic() > deadline:
+                raise FederationError(
+                    f"only {len(nodes)} site(s) connected after {self.sites_timeout:.0f}s; "
+                    f"at least {self.min_sites} needed (min-sites)"
+                )
+            time.sleep(1.0)
+
+    def _only_admitted(self, messages: Iterable[Message], nodes: list[int]) -> list[Message]:
+        return [m for m in messages if m.metadata.dst_node_id in nodes]
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        # Flower's sampling waits forever for min_available_nodes: wait here with a deadline
-        wait_for_sites(grid, self.min_sites, self.sites_timeout)
+        nodes = self.wait_for_admitted(grid)
         self.current = {k: v.numpy() for k, v in arrays.items()}
-        return super().configure_train(  # type: ignore[misc]
-            server_round + self.round_offset, arrays, config, grid
+        return self._only_admitted(
+            super().configure_train(  # type: ignore[misc]
+                server_round + self.round_offset, arrays, config, grid
+            ),
+            nodes,
         )
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        wait_for_sites(grid, self.min_sites, self.sites_timeout)
-        return super().configure_evaluate(  # type: ignore[misc]
-            server_round + self.round_offset, arrays, config, grid
+        nodes = self.wait_for_admitted(grid)
+        return self._only_admitted(
+            super().configure_evaluate(  # type: ignore[misc]
+                server_round + self.round_offset, arrays, config, grid
+            ),
+            nodes,
         )
 
     def site_of(self, node_id: int) -> str:

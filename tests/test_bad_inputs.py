@@ -252,6 +252,16 @@ CONFIG_CASES = {
 }
 
 
+def test_unknown_loader_option(env: Env, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = site_config(env, tmp_path)
+    config.write_text(config.read_text() + "[loader_options]\nfold = 3\n")
+    code, output = run_main(
+        fl_client_cli.main, ["--site", "A", "--config", str(config), "--check"], capsys
+    )
+    assert code == 2 and "unknown loader option(s) fold; known: views, use_half_sequence" in output
+    assert "Traceback" not in output
+
+
 @pytest.mark.parametrize("case", list(CONFIG_CASES))
 def test_bad_site_config(
     case: str, env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -5,6 +5,7 @@ checkpoint is refused; every process is stopped afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -52,6 +53,15 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
             "fl-client", "--site", "X", "--config-dir", str(cluster.sites_dir), timeout=300
         )
         out["clients_alive"] = all(p.poll() is None for p in cluster.clients.values())
+        # the coordinator revokes site B while it is connected: its client stops, and says why
+        out["unregister"] = cli(
+            "fl-server", "unregister", "--home", str(cluster.home), "--site", "B"
+        )
+        revoked = cluster.clients["B"]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            revoked.wait(timeout=180)
+        out["revoked_code"] = revoked.poll()
+        out["revoked_output"] = (base / "client-B.out").read_text()
         out["rows"] = cluster.rows("e2e")
     finally:
         cluster.close()
@@ -108,6 +118,17 @@ def test_unregistered_site_is_refused_with_an_explicit_message(deployment: dict)
     assert intruder.returncode == 3
     assert "key is not registered with the coordinator" in intruder.stdout
     assert "fl-server register --site X" in intruder.stdout
+
+
+def test_revoked_site_stops_with_an_explicit_message(deployment: dict) -> None:
+    assert deployment["unregister"].returncode == 0, deployment["unregister"].stderr
+    assert deployment["revoked_code"] == 3, deployment["revoked_output"][-2000:]
+    assert "REFUSED: site B's key is not registered" in deployment["revoked_output"]
+
+
+def test_sites_unpack_the_app_in_their_own_flwr_home(deployment: dict) -> None:
+    apps = list((deployment["base"] / "sites" / "flwr" / "apps").iterdir())
+    assert apps and all(p.name.startswith("echofl.echofl.") for p in apps)
 
 
 def test_no_process_left_behind(deployment: dict) -> None:
