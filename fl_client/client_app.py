@@ -77,6 +77,14 @@ def _setup(context: Context) -> tuple[RunSettings, torch.device]:
     return settings, resolve_device(settings.device)
 
 
+def for_transfer(state: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
+    """float16 transfer (run config ``transfer-dtype``) halves the upload; the coordinator
+    casts back to float32 before validating and averaging."""
+    if dtype != "float16":
+        return state
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def _site_log(path: object) -> None:
     """Deployment: each message runs in a fresh process; send this process's log records
     (the full detail of any failure) to the site's own log file."""
@@ -153,7 +161,11 @@ def train(msg: Message, context: Context) -> Message:
     )
     content = RecordDict(
         {
-            "arrays": ArrayRecord(state if state is not None else model.state_dict()),
+            "arrays": ArrayRecord(
+                for_transfer(
+                    state if state is not None else model.state_dict(), settings.transfer_dtype
+                )
+            ),
             "metrics": MetricRecord(metrics),
         }
     )

@@ -292,8 +292,12 @@ class FederatedRun:
             round_offset=max(completed, 0),
             norm_factor=s.update_norm_factor,
             admit=self.admit,
+            transfer_float16=s.transfer_dtype == "float16",
         )
         self.strategy.refused.update(self.refused)
+        if completed < 0 and not s.federated_evaluation:
+            self.checkpoint(0, initial)
+            completed = 0
         if completed < 0:  # a fresh run: score the initial model (round 0)
             round0 = evaluate_round(
                 self.grid,
@@ -332,16 +336,18 @@ class FederatedRun:
             },
             self.signing_key,
         )
-        wait_for_sites(self.grid, 1, s.sites_timeout)
-        test = evaluate_round(
-            self.grid,
-            final,
-            self.strategy.admitted(self.grid),
-            "test",
-            s.num_server_rounds,
-            self.strategy,
-            s.round_timeout,
-        )
+        test: dict = {}
+        if s.federated_evaluation:
+            wait_for_sites(self.grid, 1, s.sites_timeout)
+            test = evaluate_round(
+                self.grid,
+                final,
+                self.strategy.admitted(self.grid),
+                "test",
+                s.num_server_rounds,
+                self.strategy,
+                s.round_timeout,
+            )
         rows = _final_test_rows(self.log.path, s.num_server_rounds)
         summary = {
             "rounds": s.num_server_rounds,

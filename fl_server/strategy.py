@@ -88,6 +88,7 @@ class SiteBookkeeping:
         round_offset: int = 0,
         norm_factor: float = 0.0,
         admit: Callable[[Grid, list[int]], None] | None = None,
+        transfer_float16: bool = False,
     ) -> None:
         self.site_names = dict(sites)
         self.metrics_log = log
@@ -102,6 +103,7 @@ class SiteBookkeeping:
         self.current: dict[str, np.ndarray] = {}
         self.refused: set[int] = set()
         self.admit = admit
+        self.transfer_float16 = transfer_float16
 
     def admitted(self, grid: Grid) -> list[int]:
         """Connected nodes that are known sites; nodes seen for the first time are checked
@@ -183,6 +185,8 @@ class SiteBookkeeping:
         self._log_replies(server_round, "train", replies)
         if self.updates_dir is not None:  # every well-formed reply is kept, rejected ones too
             self._save_updates(server_round, [m for m in replies if not m.has_error()])
+        if self.transfer_float16:
+            self._upcast(replies)
         replies = self._validated(server_round, replies)
         ok = [m for m in replies if not m.has_error()]
         self.participants[server_round] = []  # the sites whose updates are in the global model
@@ -220,6 +224,28 @@ class SiteBookkeeping:
             self.last_validation = dict(metrics)
             self.metrics_log.site_row(server_round, "val", "*", 0, dict(metrics))
         return metrics
+
+    def _upcast(self, replies: list[Message]) -> None:
+        """Weights sent in float16 (``transfer-dtype``) back to the model's dtypes, in place,
+        before validation and aggregation."""
+        for msg in replies:
+            if msg.has_error() or len(msg.content.array_records) != 1:
+                continue
+            key = next(iter(msg.content.array_records))
+            record = msg.content.array_records[key]
+            if any(v.numpy().dtype == np.float16 for v in record.values()):
+                msg.content[key] = ArrayRecord(
+                    {
+                        k: Array(
+                            v.numpy().astype(self.dtypes[k])
+                            if v.numpy().dtype == np.float16
+                            and k in self.dtypes
+                            and self.dtypes[k].kind == "f"
+                            else v.numpy()
+                        )
+                        for k, v in record.items()
+                    }
+                )
 
     def _validated(self, server_round: int, replies: list[Message]) -> list[Message]:
         """Drop the replies whose weights fail validation (logged with the site and reason)."""
@@ -296,9 +322,13 @@ class EchoFedTrimmedAvg(SiteBookkeeping, FedTrimmedAvg):
 def make_strategy(settings: RunSettings) -> SiteBookkeeping:
     common: dict[str, Any] = {
         "fraction_train": settings.fraction_train,
-        "fraction_evaluate": settings.fraction_evaluate,
         "min_train_nodes": settings.min_sites,
-        "min_evaluate_nodes": settings.min_sites if settings.fraction_evaluate > 0 else 0,
+        "fraction_evaluate": settings.fraction_evaluate if settings.federated_evaluation else 0.0,
+        "min_evaluate_nodes": (
+            settings.min_sites
+            if settings.fraction_evaluate > 0 and settings.federated_evaluation
+            else 0
+        ),
         "min_available_nodes": settings.min_sites,
         "train_metrics_aggr_fn": aggregate_site_metrics,
         "evaluate_metrics_aggr_fn": aggregate_site_metrics,

@@ -12,11 +12,8 @@ SuperLink whose simulation backend runs on a Ray cluster.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +22,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from common.processes import family, free_port, kill_all, processes_mentioning
 
 CONNECTION = "echofl-sim"
 
@@ -36,12 +35,6 @@ class Resources:
 
     cpus_per_site: float = 1.0
     gpus_per_site: float = 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def toml_value(value: Any) -> str:
@@ -58,68 +51,13 @@ def run_config_arg(values: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={toml_value(v)}" for k, v in values.items())
 
 
-def _process_table() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, session id, command line) of every live process."""
-    table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            table[int(entry.name)] = (int(fields[1]), int(fields[3]), cmd)
-    return table
-
-
-def _processes_mentioning(text: str) -> list[int]:
-    return [pid for pid, (_, _, cmd) in _process_table().items() if text in cmd]
-
-
-def _family(leaders: list[int]) -> set[int]:
-    """The leaders, their sessions, their descendants, and the processes that watch one of
-    them (Flower starts ``flwr-simulation`` / ``flwr-serverapp`` with ``--parent-pid``)."""
-    table = _process_table()
-    family = set(leaders)
-    while True:
-        # never our own session: only a detached SuperLink's session is taken down whole
-        sessions = {table[p][1] for p in family if p in table} - {os.getsid(0)}
-        grown = {
-            pid
-            for pid, (ppid, sid, cmd) in table.items()
-            if ppid in family
-            or sid in sessions
-            or any(f"--parent-pid {p} " in cmd + " " for p in family)
-        } | family
-        if grown == family:
-            return family
-        family = grown
-
-
 def stop_local_superlink(flwr_home: Path, grace: float = 5.0) -> int:
     """Stop the managed SuperLink of this ``FLWR_HOME`` and everything it started
     (ServerApp, simulation, Ray). Returns how many processes were signalled."""
-    leaders = _processes_mentioning(str(flwr_home / "local-superlink"))
-    targets = _family(leaders) - {os.getpid(), os.getppid()}
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = [p for p in targets if _alive(p)]
-        for pid in alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(_alive(p) for p in alive):
-            time.sleep(0.1)
+    leaders = processes_mentioning(str(flwr_home / "local-superlink"))
+    targets = family(leaders) - {os.getpid(), os.getppid()}
+    kill_all(targets, grace)
     return len(targets)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def simulation_env(flwr_home: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.cluster import Cluster, cli, done_rounds
+from fl_server.loopback import Cluster, cli, done_rounds
 from tests.fl.test_simulation import live_processes
 
 SITES = {

@@ -18,9 +18,10 @@ import pytest
 
 from common.checkpoint import load_checkpoint
 from common.config import SiteSpec
+from common.processes import family, processes_mentioning
 from common.synthetic.federation import FederationConfig, generate_federation
 from fl_server.metrics_log import read_metrics_log
-from simulations.engine import SimulationEngine, _family, _processes_mentioning
+from simulations.engine import SimulationEngine
 
 APP_DIR = Path(__file__).resolve().parents[2]
 SITES = {"A": "camus-nifti", "B": "echonet-dynamic", "C": "hmc-qu"}
@@ -136,7 +137,7 @@ def test_resume_after_the_superlink_is_killed(federation: Path) -> None:
         if any(e["round"] == 2 for e in events(out, "round-done")):
             break
         time.sleep(0.2)
-    for pid in _family(_processes_mentioning(str(home / "local-superlink"))):
+    for pid in family(processes_mentioning(str(home / "local-superlink"))):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     thread.join(timeout=120)

@@ -1,7 +1,8 @@
-"""A real coordinator and real hospital clients on loopback, for the deployment tests.
+"""A whole deployed federation on this machine's loopback: a real coordinator (TLS, node
+authentication) and real hospital clients, for demos, end-to-end tests and benchmarks.
 
 Everything runs through the console scripts a hospital and a coordinator use (``fl-server``,
-``fl-client``), each long-lived process in its own process group so that a test can kill a
+``fl-client``), each long-lived process in its own process group so that a caller can kill a
 site (and everything it started) or stop the lot afterwards.
 """
 
@@ -19,9 +20,9 @@ import time
 import tomllib
 from pathlib import Path
 
+from common.processes import family, free_port
 from common.synthetic.federation import FederationConfig, generate_federation
 from fl_server.metrics_log import read_metrics_log
-from simulations.engine import _family, free_port
 
 BIN = Path(sys.executable).parent
 
@@ -148,7 +149,7 @@ class Cluster:
     def kill_client(self, site: str) -> None:
         """A hospital's machine dies: fl-client, its SuperNode (own session) and ClientApps."""
         proc = self.clients.pop(site)
-        for pid in _family([proc.pid]):
+        for pid in family([proc.pid]):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         proc.wait()
