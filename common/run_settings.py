@@ -41,6 +41,7 @@ class RunSettings(StrictModel):
     trim_beta: float = Field(0.2, ge=0, lt=0.5, alias="trim-beta")
     update_norm_factor: float = Field(10.0, ge=0, alias="update-norm-factor")  # 0: off
     sites_timeout: float = Field(600.0, gt=0, alias="sites-timeout")  # wait for min-sites
+    pack_weights: bool = Field(True, alias="pack-weights")  # two flat arrays on the wire
     federated_evaluation: bool = Field(True, alias="federated-evaluation")  # off: benchmarks
     transfer_dtype: Literal["float32", "float16"] = Field("float32", alias="transfer-dtype")
     resume: bool = False  # continue the run in output-dir from its last completed round

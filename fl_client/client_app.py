@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
@@ -27,6 +28,7 @@ from common.errors import EchoflError
 from common.labels import format_labelled_set, parse_labelled_set
 from common.local_training import LocalTrainSettings, evaluate_local, round_seed, train_local
 from common.model import build_unet
+from common.packing import is_packed, pack, unpack
 from common.run_settings import RunSettings, parse_run_settings
 from common.training import resolve_device
 from fl_client.faults import before_training, corrupt, parse_faults
@@ -77,9 +79,14 @@ def _setup(context: Context) -> tuple[RunSettings, torch.device]:
     return settings, resolve_device(settings.device)
 
 
-def for_transfer(state: dict[str, torch.Tensor], dtype: str) -> dict[str, torch.Tensor]:
-    """float16 transfer (run config ``transfer-dtype``) halves the upload; the coordinator
-    casts back to float32 before validating and averaging."""
+def for_transfer(
+    state: dict[str, torch.Tensor], dtype: str, packed: bool = False
+) -> dict[str, Any]:
+    """The weights as they travel: packed into two flat arrays (``pack-weights``, default)
+    and/or in float16 (``transfer-dtype``: half the upload; the coordinator casts back to
+    float32 before validating and averaging)."""
+    if packed:
+        return {k: torch.from_numpy(v) for k, v in pack(state, float_dtype=dtype).items()}
     if dtype != "float16":
         return state
     return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
@@ -105,7 +112,13 @@ def _data(context: Context, settings: RunSettings) -> tuple[SiteSpec, SiteData]:
 
 def _global_model(msg: Message, settings: RunSettings) -> torch.nn.Module:
     model = build_unet(settings.model)
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    record = msg.content["arrays"]
+    if is_packed(record.keys()):
+        reference = {k: v.numpy() for k, v in model.state_dict().items()}
+        arrays = unpack({k: v.numpy() for k, v in record.items()}, reference)
+        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in arrays.items()})
+    else:
+        model.load_state_dict(record.to_torch_state_dict())
     return model
 
 
@@ -163,7 +176,9 @@ def train(msg: Message, context: Context) -> Message:
         {
             "arrays": ArrayRecord(
                 for_transfer(
-                    state if state is not None else model.state_dict(), settings.transfer_dtype
+                    state if state is not None else model.state_dict(),
+                    settings.transfer_dtype,
+                    settings.pack_weights,
                 )
             ),
             "metrics": MetricRecord(metrics),

@@ -83,7 +83,8 @@ def evaluate_round(
 ) -> dict:
     """One federated evaluation outside the strategy's loop (round 0, and the final test)."""
     content = RecordDict(
-        {"arrays": arrays, "config": ConfigRecord({"split": split, "server-round": server_round})}
+        {"arrays": strategy.outgoing(arrays),
+         "config": ConfigRecord({"split": split, "server-round": server_round})}
     )
     messages = [
         Message(content, dst_node_id=n, message_type=MessageType.EVALUATE) for n in node_ids
@@ -293,6 +294,7 @@ class FederatedRun:
             norm_factor=s.update_norm_factor,
             admit=self.admit,
             transfer_float16=s.transfer_dtype == "float16",
+            pack_weights=s.pack_weights,
         )
         self.strategy.refused.update(self.refused)
         if completed < 0 and not s.federated_evaluation:

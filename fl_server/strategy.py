@@ -21,6 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg
 
 from common.metrics import STRUCTURES
+from common.packing import PACKED_FLOAT, is_packed, pack, unpack
 from common.run_settings import RunSettings
 from fl_server.metrics_log import MetricsLog
 from fl_server.negotiation import FederationError
@@ -89,6 +90,7 @@ class SiteBookkeeping:
         norm_factor: float = 0.0,
         admit: Callable[[Grid, list[int]], None] | None = None,
         transfer_float16: bool = False,
+        pack_weights: bool = False,
     ) -> None:
         self.site_names = dict(sites)
         self.metrics_log = log
@@ -104,6 +106,9 @@ class SiteBookkeeping:
         self.refused: set[int] = set()
         self.admit = admit
         self.transfer_float16 = transfer_float16
+        self.transfer_dtype = "float16" if transfer_float16 else "float32"
+        self.pack = pack_weights
+        self.reference = {k: v.numpy() for k, v in reference.items()}
 
     def admitted(self, grid: Grid) -> list[int]:
         """Connected nodes that are known sites; nodes seen for the first time are checked
@@ -129,6 +134,44 @@ class SiteBookkeeping:
                 )
             time.sleep(1.0)
 
+    def outgoing(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The global weights as they travel (packed into two flat arrays by default)."""
+        if not self.pack:
+            return arrays
+        return ArrayRecord(
+            {k: Array(v) for k, v in pack({k: a.numpy() for k, a in arrays.items()}).items()}
+        )
+
+    def _unpack(self, server_round: int, replies: list[Message]) -> list[Message]:
+        """Packed replies back to per-tensor weights; a reply that does not fit the model (or
+        was packed in another dtype than the run's transfer dtype) is rejected and logged."""
+        kept = []
+        for msg in replies:
+            records = msg.content.array_records if not msg.has_error() else {}
+            if len(records) != 1 or not is_packed(next(iter(records.values())).keys()):
+                kept.append(msg)
+                continue
+            key, record = next(iter(records.items()))
+            arrays = {k: v.numpy() for k, v in record.items()}
+            try:
+                if arrays[PACKED_FLOAT].dtype != np.dtype(self.transfer_dtype):
+                    raise ValueError(
+                        f"packed weights are {arrays[PACKED_FLOAT].dtype}, the run "
+                        f"transfers {self.transfer_dtype}"
+                    )
+                msg.content[key] = ArrayRecord(
+                    {k: Array(v) for k, v in unpack(arrays, self.reference).items()}
+                )
+                kept.append(msg)
+            except (KeyError, ValueError) as exc:
+                self.metrics_log.event(
+                    "update-rejected",
+                    round=server_round,
+                    site=self.site_of(msg.metadata.src_node_id),
+                    reason=str(exc),
+                )
+        return kept
+
     def _only_admitted(self, messages: Iterable[Message], nodes: list[int]) -> list[Message]:
         return [m for m in messages if m.metadata.dst_node_id in nodes]
 
@@ -137,6 +180,7 @@ class SiteBookkeeping:
     ) -> Iterable[Message]:
         nodes = self.wait_for_admitted(grid)
         self.current = {k: v.numpy() for k, v in arrays.items()}
+        arrays = self.outgoing(arrays)
         return self._only_admitted(
             super().configure_train(  # type: ignore[misc]
                 server_round + self.round_offset, arrays, config, grid
@@ -148,6 +192,7 @@ class SiteBookkeeping:
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         nodes = self.wait_for_admitted(grid)
+        arrays = self.outgoing(arrays)
         return self._only_admitted(
             super().configure_evaluate(  # type: ignore[misc]
                 server_round + self.round_offset, arrays, config, grid
@@ -183,10 +228,13 @@ class SiteBookkeeping:
         server_round += self.round_offset
         replies = list(replies)
         self._log_replies(server_round, "train", replies)
-        if self.updates_dir is not None:  # every well-formed reply is kept, rejected ones too
-            self._save_updates(server_round, [m for m in replies if not m.has_error()])
+        if self.updates_dir is not None:  # what arrived, as it arrived
+            self.audit_replies(server_round, "train", [m for m in replies if not m.has_error()])
+        replies = self._unpack(server_round, replies)
         if self.transfer_float16:
             self._upcast(replies)
+        if self.updates_dir is not None:  # every well-formed update is kept, rejected ones too
+            self._save_updates(server_round, [m for m in replies if not m.has_error()])
         replies = self._validated(server_round, replies)
         ok = [m for m in replies if not m.has_error()]
         self.participants[server_round] = []  # the sites whose updates are in the global model
@@ -291,7 +339,6 @@ class SiteBookkeeping:
     def _save_updates(self, server_round: int, replies: list[Message]) -> None:
         assert self.updates_dir is not None
         self.updates_dir.mkdir(parents=True, exist_ok=True)
-        self.audit_replies(server_round, "train", replies)
         for msg in replies:
             site = self.site_of(msg.metadata.src_node_id)
             arrays = next(iter(msg.content.array_records.values()))

@@ -139,14 +139,13 @@ def test_negotiated_partial_structures(run: dict) -> None:
 
 
 def test_sites_send_only_weights_and_scalar_metrics(run: dict) -> None:
-    state_keys = sorted(build_unet(ModelConfig()).state_dict())
     audits = events(run, "reply-audit")
     train = [a for a in audits if a["phase"] == "train"]
     val = [a for a in audits if a["phase"] == "val"]
     assert len(train) == 3 * ROUNDS and len(val) == 3 * ROUNDS
     for audit in train:
         assert audit["records"] == {"arrays": "ArrayRecord", "metrics": "MetricRecord"}
-        assert audit["arrays"] == {"arrays": state_keys}
+        assert audit["arrays"] == {"arrays": ["packed-float", "packed-int"]}  # the weights only
         assert set(audit["metrics"]["metrics"].values()) == {"float"}
     for audit in val:
         assert audit["records"] == {"metrics": "MetricRecord"}

@@ -1,0 +1,119 @@
+"""Simulation overhead: an N-site FedAvg simulation on Flower's engine versus a plain loop that
+does the same local training without Flower, side by side in one run.
+
+    python benchmarks/bench_simulation_overhead.py [--rounds 10] [--size 96]
+
+Both do the same work: for every round, every site trains one local epoch from the global
+weights (same images, model, batch, seeds, label dropout, augmentation), then the weights are
+averaged by number of images. Federated evaluation is off in the simulation (the plain loop
+evaluates nothing either). The simulation uses Flower's supported path (``flwr run`` on a
+managed local SuperLink, Ray backend, one CPU and one torch thread per simulated site); the
+plain loop trains the sites one after the other with every core.
+
+Reported: total wall time ratio (simulation / plain loop; goal <= 1.05), the steady-state
+ratio of the rounds alone (Flower's start-up excluded), and the start-up cost itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from common_setup import REPO, federation, load, plain_fedavg, record
+
+from common.checkpoint import load_checkpoint
+from fl_server.metrics_log import read_metrics_log
+from simulations.engine import SimulationEngine
+
+GOAL = 1.05
+SITES = {"A": 80, "B": 240, "C": 24}  # the fedecho study's sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--data-dir", type=Path, default=Path("data/bench-federation"))
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    specs = federation(args.data_dir, SITES)
+    work = Path(tempfile.mkdtemp(prefix="echofl-bench-sim-"))
+    data = load(specs, args.size, work / "cache")
+    (work / "sites.json").write_text(json.dumps([s.model_dump(mode="json") for s in specs]))
+    settings = {
+        "num-server-rounds": args.rounds,
+        "local-epochs": 1,
+        "lr": 0.002,
+        "batch-size": 16,
+        "image-size": args.size,
+        "label-dropout-p": 0.5,
+        "min-sites": len(specs),
+        "client-threads": 1,
+        "seed": 0,
+        "federated-evaluation": False,
+        "output-dir": str(work / "out"),
+        "cache-dir": str(work / "cache"),
+        "sim-sites": str(work / "sites.json"),
+    }
+    try:
+        plain_s, plain_rounds, plain_state = plain_fedavg(data, args.rounds, settings, cores)
+        with SimulationEngine(work / "flwr") as engine:
+            engine.start()  # the managed SuperLink itself is not counted
+            outcome = engine.run(REPO, settings, len(specs), timeout=7200)
+        if outcome.returncode != 0:
+            raise SystemExit("\n".join(outcome.output[-30:]))
+        rows = read_metrics_log(work / "out" / "metrics.jsonl")
+        flower_rounds = [r["seconds"] for r in rows if r.get("event") == "round-done"]
+        final, _ = load_checkpoint(work / "out" / "checkpoints" / "final.pt")
+        diff = max(
+            float((final[k].double() - plain_state[k].double()).abs().max())
+            for k in final
+            if final[k].is_floating_point()
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    total = outcome.seconds / plain_s
+    steady = sum(flower_rounds) / sum(plain_rounds)
+    images = sum(len(d.split("train")) for d in data.values())
+    print(
+        f"{len(specs)} sites, {images} training images per round at {args.size}x{args.size}, "
+        f"{args.rounds} rounds x 1 local epoch, {cores} cores"
+    )
+    print(f"plain loop (no Flower):         {plain_s:8.1f} s ({np.mean(plain_rounds):.1f} s/round)")
+    print(
+        f"Flower simulation (flwr run):   {outcome.seconds:8.1f} s "
+        f"({np.mean(flower_rounds):.1f} s/round)"
+    )
+    print(
+        f"start-up and wind-down (Flower + Ray + ServerApp + ClientApp actors): "
+        f"{outcome.seconds - sum(flower_rounds):.1f} s"
+    )
+    print(
+        f"ratio total = {total:.3f} (goal <= {GOAL}: {'met' if total <= GOAL else 'NOT met'})"
+        f"; rounds only = {steady:.3f}"
+    )
+    print(f"largest difference between the two final global models: {diff:.2e}")
+    path = record(
+        "simulation_overhead",
+        {
+            "settings": {**vars(args), "data_dir": str(args.data_dir), "sites": SITES},
+            "plain_seconds": plain_s,
+            "flower_seconds": outcome.seconds,
+            "plain_round_seconds": plain_rounds,
+            "flower_round_seconds": flower_rounds,
+            "ratio_total": total,
+            "ratio_rounds": steady,
+            "goal": GOAL,
+            "final_weights_max_abs_diff": diff,
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

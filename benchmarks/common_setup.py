@@ -1,0 +1,132 @@
+"""Shared set-up of the benchmarks: a small synthetic federation, its cached data, the machine.
+
+Not a benchmark itself. Every benchmark prints its ratios and appends a JSON record to
+``benchmarks/results/<name>.json`` (quoted by docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from common.cache import SiteData, load_site_cached
+from common.config import SiteSpec
+from common.labels import partially_labelled
+from common.local_training import LocalTrainSettings, round_seed, train_local
+from common.model import build_unet
+from common.preprocess import PreprocessConfig
+from common.synthetic.federation import FederationConfig, generate_federation
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+
+FORMATS = {
+    "A": "camus-nifti",
+    "B": "echonet-dynamic",
+    "C": "hmc-qu",
+    "D": "folder",
+    "E": "echonet-dynamic",
+}
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def federation(
+    data_dir: Path, cases: dict[str, int], *, frames: int = 2, seed: int = 0
+) -> list[SiteSpec]:
+    """Synthetic sites (vendor = site name, its natural format); generated once, reused."""
+    sites = []
+    for name, n in cases.items():
+        vendor = name[0]
+        site: dict[str, Any] = {
+            "name": name,
+            "vendor": vendor,
+            "format": FORMATS[vendor],
+            "cases": n,
+        }
+        if vendor == "C":
+            site["frames"] = max(frames, 4)
+        sites.append(site)
+    fed = FederationConfig.model_validate(
+        {"seed": seed, "output_dir": str(data_dir), "sites": sites}
+    )
+    generate_federation(fed, progress=lambda _: None)
+    return [SiteSpec(name=s["name"], format=s["format"], root=data_dir / s["name"]) for s in sites]
+
+
+def load(specs: list[SiteSpec], size: int, cache_dir: Path) -> dict[str, SiteData]:
+    pre = PreprocessConfig(size=(size, size))
+    return {s.name: load_site_cached(s, pre, cache_dir) for s in specs}
+
+
+def record(name: str, payload: dict[str, Any]) -> Path:
+    """Write the benchmark's latest result (with the machine and the time)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    payload = {
+        "benchmark": name,
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        **payload,
+    }
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def plain_fedavg(
+    data: dict[str, SiteData], rounds: int, settings: dict[str, Any], threads: int
+) -> tuple[float, list[float], dict[str, torch.Tensor]]:
+    """FedAvg without Flower: every site trains one local epoch from the global weights (the
+    same function, settings and seeds as a ClientApp), then a weighted mean. Returns (total
+    seconds, seconds per round, final global weights)."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(settings["seed"])
+    model = build_unet()
+    global_state = {k: v.clone() for k, v in model.state_dict().items()}
+    partial = partially_labelled(d.labelled_set for d in data.values())
+    per_round = []
+    started = time.perf_counter()
+    for r in range(1, rounds + 1):
+        t0 = time.perf_counter()
+        states, weights = [], []
+        for name, site in data.items():
+            model.load_state_dict(global_state)
+            local = LocalTrainSettings(
+                epochs=int(settings.get("local-epochs", 1)),
+                batch_size=settings["batch-size"],
+                lr=settings["lr"],
+                loss="adaptive",
+                dice_weight=1.0,
+                augment=True,
+                dropout_p=settings["label-dropout-p"],
+                partial=partial,
+                proximal_mu=0.0,
+                seed=round_seed(settings["seed"], r, name),
+            )
+            metrics = train_local(model, site.split("train"), local, device=torch.device("cpu"))
+            states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            weights.append(metrics["num-examples"])
+        w = np.array(weights) / sum(weights)
+        global_state = {
+            k: sum(float(wi) * s[k].double() for wi, s in zip(w, states, strict=True)).to(
+                global_state[k].dtype
+            )
+            for k in global_state
+        }
+        per_round.append(time.perf_counter() - t0)
+    return time.perf_counter() - started, per_round, global_state
