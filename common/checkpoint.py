@@ -16,8 +16,6 @@ import base64
 import hashlib
 import io
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from common.errors import DataError
+from common.files import write_atomic
 
 SIDECAR_SUFFIX = ".json"
 
@@ -37,19 +36,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _signed_payload(sidecar: Mapping[str, Any]) -> bytes:
@@ -67,7 +53,7 @@ def save_checkpoint(
     buffer = io.BytesIO()
     torch.save(dict(state_dict), buffer)
     data = buffer.getvalue()
-    atomic_write_bytes(path, data)
+    write_atomic(path, data)
     sidecar = {
         **meta,
         "file": path.name,
@@ -80,7 +66,7 @@ def save_checkpoint(
             "algorithm": "ed25519",
             "value": base64.b64encode(signature).decode(),
         }
-    atomic_write_bytes(Path(str(path) + SIDECAR_SUFFIX), json.dumps(sidecar, indent=2).encode())
+    write_atomic(Path(str(path) + SIDECAR_SUFFIX), json.dumps(sidecar, indent=2).encode())
     return sidecar
 
 

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from common.errors import ConfigError
 from common.labels import LabelledSet, parse_labelled_set
@@ -24,6 +31,24 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _known_format(value: str) -> str:
+    if value not in FORMAT_NAMES:
+        raise ValueError(f"unknown format {value!r}; known formats: {', '.join(FORMAT_NAMES)}")
+    return value
+
+
+def _optional_labelled(value: Any) -> LabelledSet | None:
+    if value is None:
+        return None
+    return parse_labelled_set([value] if isinstance(value, str) else value)
+
+
+# Field types shared by every config that names a dataset format or a labelled set.
+FormatName = Annotated[str, AfterValidator(_known_format)]
+OptionalLabelledSet = Annotated[LabelledSet | None, BeforeValidator(_optional_labelled)]
+SiteName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
 class SiteSpec(StrictModel):
     """Where a site's data live and what it annotates.
 
@@ -33,28 +58,12 @@ class SiteSpec(StrictModel):
     ``options`` are passed to the format's loader (e.g. ``{"fold": 3}`` for CAMUS legacy).
     """
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    format: str
+    name: SiteName
+    format: FormatName
     root: Path
-    labelled: LabelledSet | None = None
+    labelled: OptionalLabelledSet = None
     max_cases: int | None = Field(default=None, ge=1)
     options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("format")
-    @classmethod
-    def _known_format(cls, value: str) -> str:
-        if value not in FORMAT_NAMES:
-            raise ValueError(f"unknown format {value!r}; known formats: {', '.join(FORMAT_NAMES)}")
-        return value
-
-    @field_validator("labelled", mode="before")
-    @classmethod
-    def _parse_labelled(cls, value: Any) -> LabelledSet | None:
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = [value]
-        return parse_labelled_set(value)
 
 
 def format_validation_error(source: str | Path, error: ValidationError) -> ConfigError:

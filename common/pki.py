@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.errors import ConfigError
+from common.files import write_atomic
 
 CURVE = ec.SECP384R1()
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -68,20 +67,6 @@ class PkiPaths:
     @property
     def signing_pub(self) -> Path:
         return self.root / "signing" / "model-signing.pub"
-
-
-def write_file(path: Path, data: bytes, private: bool = False) -> None:
-    """Atomic write; private files are created 0600 (never readable by others, even briefly)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600 if private else 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _now() -> dt.datetime:
@@ -205,16 +190,16 @@ def init_pki(root: Path, hosts: list[str], sites: list[str], *, force: bool = Fa
             "every site would then need new keys and the new CA)",
         )
     ca_key, ca_cert = make_ca()
-    write_file(paths.ca_key, _pem_key(ca_key), private=True)
-    write_file(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(paths.ca_key, _pem_key(ca_key), private=True)
+    write_atomic(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
     server_key, server_cert = make_server_cert(ca_key, ca_cert, hosts)
-    write_file(paths.server_key, _pem_key(server_key), private=True)
-    write_file(paths.server_cert, server_cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(paths.server_key, _pem_key(server_key), private=True)
+    write_atomic(paths.server_cert, server_cert.public_bytes(serialization.Encoding.PEM))
     for site in sites:
         add_site_keys(paths, site, force=force)
     private, public = make_signing_keys()
-    write_file(paths.signing_key, private, private=True)
-    write_file(paths.signing_pub, public)
+    write_atomic(paths.signing_key, private, private=True)
+    write_atomic(paths.signing_pub, public)
     return paths
 
 
@@ -223,8 +208,8 @@ def add_site_keys(paths: PkiPaths, site: str, *, force: bool = False) -> Path:
     if paths.site_key(site).exists() and not force:
         raise ConfigError(paths.site_key(site), f"site {site} already has a key")
     private, public = make_site_keys(site)
-    write_file(paths.site_key(site), private, private=True)
-    write_file(paths.site_pub(site), public)
+    write_atomic(paths.site_key(site), private, private=True)
+    write_atomic(paths.site_pub(site), public)
     return paths.site_pub(site)
 
 

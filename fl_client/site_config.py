@@ -26,42 +26,35 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from common.config import FORMAT_NAMES, SiteSpec, StrictModel, load_config
+from common.config import (
+    FormatName,
+    OptionalLabelledSet,
+    SiteName,
+    SiteSpec,
+    StrictModel,
+    load_config,
+)
 from common.errors import ConfigError
 from common.labels import LabelledSet, parse_labelled_set
 from common.pki import check_ca_certificate, check_site_key
 
 
 class SiteConfig(StrictModel):
-    site: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    site: SiteName
     coordinator: str = Field(pattern=r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
     ca_certificate: Path
     private_key: Path
     data_dir: Path
-    format: str
-    labelled: LabelledSet | None = None
+    format: FormatName
+    labelled: OptionalLabelledSet = None
     cache_dir: Path = Path("cache")
     runtime_port: int = Field(default=9094, ge=1024, le=65535)
     log_file: Path | None = None
     flwr_home: Path = Path("flwr")  # where Flower unpacks the app bundles it receives
     loader_options: dict[str, Any] = Field(default_factory=dict)
     max_retries: int | None = Field(default=None, ge=0)  # None: keep trying
-
-    @field_validator("format")
-    @classmethod
-    def _known_format(cls, value: str) -> str:
-        if value not in FORMAT_NAMES:
-            raise ValueError(f"unknown format {value!r}; known formats: {', '.join(FORMAT_NAMES)}")
-        return value
-
-    @field_validator("labelled", mode="before")
-    @classmethod
-    def _parse_labelled(cls, value: object) -> LabelledSet | None:
-        if value is None:
-            return None
-        return parse_labelled_set([value] if isinstance(value, str) else value)  # type: ignore[arg-type]
 
     @property
     def host_port(self) -> tuple[str, int]:

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 
 from common.checkpoint import load_checkpoint
 from common.errors import ConfigError, EchoflError
+from common.files import write_atomic
 from common.pki import (
     add_site_keys,
     check_ca_certificate,
@@ -39,7 +40,6 @@ from common.pki import (
     load_signing_key,
     load_verify_key,
     make_server_cert,
-    write_file,
 )
 from common.run_settings import parse_run_settings
 from fl_server.coordinator import CONNECTION, DEFAULT_APP_DIR, CoordinatorHome
@@ -114,9 +114,9 @@ def write_bundle(home: CoordinatorHome, site: str, host: str, port: int) -> Path
     bundle = home.bundle(site)
     bundle.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(home.pki.ca_cert, bundle / "ca.crt")
-    write_file(bundle / "site.key", home.pki.site_key(site).read_bytes(), private=True)
+    write_atomic(bundle / "site.key", home.pki.site_key(site).read_bytes(), private=True)
     shutil.copyfile(home.pki.site_pub(site), bundle / "site.pub")
-    write_file(bundle / f"{site}.toml", site_template(site, f"{host}:{port}").encode())
+    write_atomic(bundle / f"{site}.toml", site_template(site, f"{host}:{port}").encode())
     return bundle
 
 
@@ -133,7 +133,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         f"port = {args.port}\nmin_sites = {args.min_sites}\n"
         f"app_dir = {json.dumps(str(app_dir))}\n"
     )
-    write_file(home.config_file, config.encode())
+    write_atomic(home.config_file, config.encode())
     for site in args.site:
         write_bundle(home, site, args.host[0], args.port)
     _say(
@@ -223,7 +223,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     proc = _flwr(home, "supernode", "register", str(pub), CONNECTION)
     node = _node_id(proc.stdout + proc.stderr)
     registry = home.registered() | {args.site: node}
-    write_file(home.registry, json.dumps(registry, indent=2).encode())
+    write_atomic(home.registry, json.dumps(registry, indent=2).encode())
     _say(f"site {args.site} registered as node {node}")
     return 0
 
@@ -233,7 +233,7 @@ def _unregister(home: CoordinatorHome, site: str) -> None:
     if site not in registry:
         raise ConfigError(home.registry, f"site {site} is not registered")
     _flwr(home, "supernode", "unregister", str(registry.pop(site)), CONNECTION)
-    write_file(home.registry, json.dumps(registry, indent=2).encode())
+    write_atomic(home.registry, json.dumps(registry, indent=2).encode())
 
 
 def cmd_unregister(args: argparse.Namespace) -> int:
@@ -332,10 +332,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.rounds:
         values["num-server-rounds"] = str(args.rounds)
     overrides = parse_overrides(args.run_config)
-    fixed = sorted(set(overrides) & {"output-dir", "signing-key", "site-registry", "resume"})
+    # fl-server run finds and verifies the final model through these: they are not options
+    fixed = sorted(set(overrides) & {"output-dir", "signing-key", "resume"})
     if fixed:
         raise ConfigError(
-            "--run-config", f"{', '.join(fixed)} are set by fl-server run (use --name / --resume)"
+            "--run-config",
+            f"{', '.join(fixed)} {'is' if len(fixed) == 1 else 'are'} set by fl-server run "
+            "(choose the run folder with --name, continue a run with --resume)",
         )
     saved = out / "run-config.json"
     if args.resume and saved.is_file():  # the stopped run's own options, then today's changes
@@ -346,7 +349,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_run_config(values, config.app_dir)  # before anything is launched or written
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume or not saved.is_file():
-        write_file(
+        write_atomic(
             saved, json.dumps({k: v for k, v in values.items() if k != "resume"}, indent=2).encode()
         )
     run_config = " ".join(f"{k}={v}" for k, v in values.items())
@@ -388,7 +391,7 @@ def cmd_renew_cert(args: argparse.Namespace) -> int:
         )
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
     key, cert = make_server_cert(ca_key, ca_cert, hosts, days=args.days)  # type: ignore[arg-type]
-    write_file(
+    write_atomic(
         pki.server_key,
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -397,7 +400,7 @@ def cmd_renew_cert(args: argparse.Namespace) -> int:
         ),
         private=True,
     )
-    write_file(pki.server_cert, cert.public_bytes(serialization.Encoding.PEM))
+    write_atomic(pki.server_cert, cert.public_bytes(serialization.Encoding.PEM))
     _say(
         f"new server certificate for {', '.join(hosts)} (+ loopback), valid "
         f"{args.days} days; restart the SuperLink (fl-server start) to use it"

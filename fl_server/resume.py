@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.checkpoint import atomic_write_bytes
+from common.files import write_atomic
 from fl_server.metrics_log import read_metrics_log
 
 
@@ -45,5 +45,5 @@ def trim_log(out: Path, completed: int) -> int:
     path = out / "metrics.jsonl"
     rows = read_metrics_log(path)
     keep = [r for r in rows if r.get("round") is None or int(r["round"]) <= completed]
-    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in keep).encode())
+    write_atomic(path, "".join(json.dumps(r) + "\n" for r in keep).encode())
     return len(rows) - len(keep)

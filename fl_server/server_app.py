@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from common.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from common.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import ConfigError
+from common.files import write_atomic
 from common.labels import format_labelled_set
 from common.metrics import STRUCTURES
 from common.model import build_unet
@@ -83,8 +84,10 @@ def evaluate_round(
 ) -> dict:
     """One federated evaluation outside the strategy's loop (round 0, and the final test)."""
     content = RecordDict(
-        {"arrays": strategy.outgoing(arrays),
-         "config": ConfigRecord({"split": split, "server-round": server_round})}
+        {
+            "arrays": strategy.outgoing(arrays),
+            "config": ConfigRecord({"split": split, "server-round": server_round}),
+        }
     )
     messages = [
         Message(content, dst_node_id=n, message_type=MessageType.EVALUATE) for n in node_ids
@@ -362,9 +365,7 @@ class FederatedRun:
             "test": {r["site"]: r for r in rows},
             "test_aggregate": test,
         }
-        atomic_write_bytes(
-            self.out / "summary.json", json.dumps(summary, indent=2, default=str).encode()
-        )
+        write_atomic(self.out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
         say("final model on each site's test split:\n" + summary_table(rows))
         say(f"done in {summary['seconds']:.0f}s; outputs in {self.out}")
 

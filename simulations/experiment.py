@@ -18,23 +18,28 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from common.config import FORMAT_NAMES, SiteSpec, StrictModel
-from common.labels import LabelledSet, parse_labelled_set
+from common.config import (
+    FormatName,
+    OptionalLabelledSet,
+    SiteName,
+    SiteSpec,
+    StrictModel,
+)
 from common.losses import LossName
 from common.model import ModelConfig
 from common.synthetic.federation import FederationConfig, SyntheticSiteConfig
 from common.synthetic.knobs import SynthesisKnobs
-from common.synthetic.vendors import get_vendor
+from common.synthetic.vendors import VendorName
 
 
 class ExperimentSite(StrictModel):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    format: str
+    name: SiteName
+    format: FormatName
     role: Literal["train", "test"] = "train"
     # synthetic
-    vendor: str | None = None
+    vendor: VendorName | None = None
     cases: int | None = Field(default=None, ge=1)
     frames: int = Field(default=2, ge=2)
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
@@ -43,28 +48,7 @@ class ExperimentSite(StrictModel):
     max_cases: int | None = Field(default=None, ge=1)
     options: dict[str, object] = Field(default_factory=dict)
     # both: the structures the site annotates (folder format / restriction of a real dataset)
-    labelled: LabelledSet | None = None
-
-    @field_validator("format")
-    @classmethod
-    def _known_format(cls, value: str) -> str:
-        if value not in FORMAT_NAMES:
-            raise ValueError(f"unknown format {value!r}; known formats: {', '.join(FORMAT_NAMES)}")
-        return value
-
-    @field_validator("labelled", mode="before")
-    @classmethod
-    def _parse_labelled(cls, value: object) -> LabelledSet | None:
-        if value is None:
-            return None
-        return parse_labelled_set([value] if isinstance(value, str) else value)  # type: ignore[arg-type]
-
-    @field_validator("vendor")
-    @classmethod
-    def _known_vendor(cls, value: str | None) -> str | None:
-        if value is not None:
-            get_vendor(value)  # raises ValueError listing the known vendors
-        return value
+    labelled: OptionalLabelledSet = None
 
     @model_validator(mode="after")
     def _synthetic_or_real(self) -> ExperimentSite:

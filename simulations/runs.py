@@ -23,7 +23,8 @@ from torch import nn
 
 from common.augment import Augmentation
 from common.cache import SiteData
-from common.checkpoint import atomic_write_bytes, load_checkpoint
+from common.checkpoint import load_checkpoint
+from common.files import write_atomic
 from common.metrics import STRUCTURES
 from common.model import build_unet
 from common.pooled import LabelDropoutConfig, train_pooled
@@ -241,7 +242,7 @@ def execute(ctx: RunContext, condition: Condition, seed: int) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 2),
         **body,
     }
-    atomic_write_bytes(out / RESULT, json.dumps(result, indent=2).encode())
+    write_atomic(out / RESULT, json.dumps(result, indent=2).encode())
     ctx.say(f"{condition.name} / seed {seed}: done in {result['seconds']:.0f}s")
     return result
 

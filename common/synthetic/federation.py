@@ -23,15 +23,20 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from common.config import FORMAT_NAMES, SiteSpec, StrictModel
+from common.config import (
+    FormatName,
+    OptionalLabelledSet,
+    SiteName,
+    SiteSpec,
+    StrictModel,
+)
 from common.formats import write_site
 from common.formats.recording import Recording
-from common.labels import LabelledSet, parse_labelled_set
 from common.synthetic.generator import assign_splits, case_seed, generate_recording
 from common.synthetic.knobs import SynthesisKnobs
-from common.synthetic.vendors import get_vendor
+from common.synthetic.vendors import VendorName, get_vendor
 
 MARKER = ".echofl-synthetic.json"
 GENERATOR_VERSION = 2  # bump when the rendering changes, so old sites are regenerated
@@ -45,35 +50,15 @@ class SyntheticSiteConfig(StrictModel):
     labelled: only for the ``folder`` format (the others carry their format's labelled set).
     """
 
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    vendor: str
-    format: str
+    name: SiteName
+    vendor: VendorName
+    format: FormatName
     cases: int = Field(ge=1, le=100_000)
-    labelled: LabelledSet | None = None
+    labelled: OptionalLabelledSet = None
     frames: int = Field(default=2, ge=2, le=200)
     size: tuple[int, int] | None = None
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     role: Literal["train", "test"] = "train"
-
-    @field_validator("vendor")
-    @classmethod
-    def _known_vendor(cls, value: str) -> str:
-        get_vendor(value)  # raises ValueError listing the known vendors
-        return value
-
-    @field_validator("format")
-    @classmethod
-    def _known_format(cls, value: str) -> str:
-        if value not in FORMAT_NAMES:
-            raise ValueError(f"unknown format {value!r}; known formats: {', '.join(FORMAT_NAMES)}")
-        return value
-
-    @field_validator("labelled", mode="before")
-    @classmethod
-    def _parse_labelled(cls, value: object) -> LabelledSet | None:
-        if value is None:
-            return None
-        return parse_labelled_set([value] if isinstance(value, str) else value)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _labelled_only_for_folder(self) -> SyntheticSiteConfig:

@@ -17,10 +17,10 @@ persistence, and a 100° sector wider than any training vendor's.
 from __future__ import annotations
 
 import types
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from common.labels import Structure
 
@@ -305,3 +305,11 @@ def get_vendor(name: str) -> VendorProfile:
             f"unknown synthetic vendor {name!r}: known vendors are {', '.join(VENDORS)} "
             "(A-E for training, U held out)"
         ) from None
+
+
+def _known_vendor(name: str) -> str:
+    get_vendor(name)  # raises ValueError listing the known vendors
+    return name
+
+
+VendorName = Annotated[str, AfterValidator(_known_vendor)]

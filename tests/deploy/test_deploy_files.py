@@ -30,8 +30,9 @@ import yaml
 import common.formats
 from common import pki
 from common.config import validate_config
+from common.files import write_atomic
 from common.formats import format_module
-from common.pki import LOOPBACK, PkiPaths, make_signing_keys, write_file
+from common.pki import LOOPBACK, PkiPaths, make_signing_keys
 from common.run_settings import parse_run_settings
 from fl_client import cli as client_cli
 from fl_client import site_config
@@ -153,8 +154,8 @@ def coordinator_home(root: Path) -> Path:
     )
     private, public = make_signing_keys()
     paths = CoordinatorHome(root).pki
-    write_file(paths.signing_key, private, private=True)
-    write_file(paths.signing_pub, public)
+    write_atomic(paths.signing_key, private, private=True)
+    write_atomic(paths.signing_pub, public)
     return root
 
 
@@ -219,6 +220,10 @@ def test_what_fl_server_run_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         monkeypatch, home, "--rounds", "10", "--name", "b", "--run-config", overrides
     )
     assert [config[k] for k in ("num-server-rounds", "min-sites", "site-registry")] == [20, 1, ""]
+    # ... except what fl-server run needs to find and verify the final model
+    for key in ('output-dir="/tmp/elsewhere"', 'signing-key=""', "resume=true"):
+        code, config = launched(monkeypatch, home, "--name", "c", "--run-config", key)
+        assert (code, config) == (2, {}), key
     # a name with outputs is refused; --resume continues it, and needs its metrics log
     (coordinator.runs / "a" / "metrics.jsonl").write_text("")
     code, config = launched(monkeypatch, home, "--name", "a")
@@ -228,12 +233,18 @@ def test_what_fl_server_run_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     _, config = launched(monkeypatch, home, "--resume", "a", "--rounds", "10")
     assert config["resume"] is True and config["output-dir"] == str(coordinator.runs / "a")
     assert config["num-server-rounds"] == 10
-    # without --rounds a resumed run has the default number of rounds (the guides say so)
-    _, config = launched(monkeypatch, home, "--resume", "a")
-    assert "num-server-rounds" not in config
-    assert PYPROJECT["tool"]["flwr"]["app"]["config"]["num-server-rounds"] == 3
+    # without options a resumed run keeps the options it was launched with (the guide says so)
+    (coordinator.runs / "b" / "metrics.jsonl").write_text("")
+    _, config = launched(monkeypatch, home, "--resume", "b")
+    assert (config["num-server-rounds"], config["min-sites"], config["site-registry"]) == (
+        20,
+        1,
+        "",
+    )
+    _, config = launched(monkeypatch, home, "--resume", "b", "--run-config", "min-sites=3")
+    assert (config["num-server-rounds"], config["min-sites"]) == (20, 3)
     guide = " ".join((ROOT / "docs" / "coordinator-quickstart.md").read_text().split())
-    assert "the number of rounds is the default, 3" in guide
+    assert "without further options the run continues as it was launched" in guide
 
 
 def test_init_app_dir_and_renew_cert(tmp_path: Path) -> None:
@@ -317,8 +328,8 @@ def test_site_file_examples_in_the_hospital_guide() -> None:
         config = validate_config(SiteConfig, {**template, **fragment}, "example")
         accepted = inspect.signature(format_module(config.format).load).parameters
         assert set(config.loader_options) <= set(accepted) - {"root", "site"}
-    # flwr_home: not in the template; its default is the one the guide states
-    assert "flwr_home" not in template
+    # flwr_home: the template's value is the default the guide states
+    assert template["flwr_home"] == "flwr"
     assert SiteConfig.model_fields["flwr_home"].default == Path("flwr")
     # the container paths the guide gives are the site image's folders
     (container,) = [f for f in fragments if f.get("data_dir") == "/site/data"]
