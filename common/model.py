@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from monai.networks.nets import UNet
+import hashlib
+import io
+import logging
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from common.files import write_atomic
 from common.labels import NUM_CLASSES
+
+log = logging.getLogger(__name__)
 
 
 class ModelConfig(BaseModel):
@@ -33,6 +42,8 @@ def build_unet(config: ModelConfig | None = None) -> nn.Module:
 
     H and W must be divisible by ``2 ** (len(channels) - 1)`` (16 for the default).
     """
+    from monai.networks.nets import UNet  # imported here: importing MONAI takes seconds
+
     config = config or ModelConfig()
     return UNet(
         spatial_dims=2,
@@ -50,3 +61,29 @@ def required_divisor(config: ModelConfig | None = None) -> int:
     """Image sides must be multiples of this."""
     config = config or ModelConfig()
     return 2 ** (len(config.channels) - 1)
+
+
+def load_unet(config: ModelConfig | None, cache_dir: Path) -> nn.Module:
+    """The same U-Net as :func:`build_unet`, compiled to TorchScript once and kept in
+    ``cache_dir``: later processes load it without importing MONAI.
+
+    A deployed site starts a fresh process for every Flower message, and importing MONAI is
+    about half of that process's start-up (see docs/benchmarks.md). The TorchScript module has
+    the same parameters, names, layers and numerics; its initial weights are whatever the
+    first build drew, so callers load the weights they train from (the global model). The file
+    name carries a digest of the configuration and of the torch and MONAI versions; a file that
+    does not load is rebuilt.
+    """
+    config = config or ModelConfig()
+    key = f"{config.model_dump_json()}|torch {torch.__version__}|monai {version('monai')}"
+    path = Path(cache_dir) / f"unet-{hashlib.sha256(key.encode()).hexdigest()[:16]}.torchscript"
+    if path.is_file():
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except (RuntimeError, OSError) as exc:  # corrupt or truncated: build it again
+            log.warning("%s does not load (%s); building the network again", path, exc)
+    model = torch.jit.script(build_unet(config))
+    buffer = io.BytesIO()
+    torch.jit.save(model, buffer)
+    write_atomic(path, buffer.getvalue())
+    return model

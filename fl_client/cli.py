@@ -7,7 +7,8 @@
 3. waits for the coordinator (TLS handshake against the federation's CA; retried with a
    readable message while unreachable; a certificate that the CA did not sign is fatal);
 4. runs a Flower SuperNode for the site with TLS and node authentication, telemetry and update
-   checks off, and watches it: an unregistered key gets an explicit message.
+   checks off, and watches it: an unregistered key gets an explicit message; a SuperNode that
+   ends without being asked to is started again (see :class:`Supervisor`).
 
 Exit codes: 0 stopped normally, 2 configuration or data problem, 3 not registered,
 4 coordinator unreachable (with ``max_retries``), other: the SuperNode's own.
@@ -36,7 +37,6 @@ from fl_client.site_config import SiteConfig, check_files, load_site_config, sit
 
 EXIT_CONFIG, EXIT_UNREGISTERED, EXIT_UNREACHABLE = 2, 3, 4
 NOT_REGISTERED_MARK = "[code: 2004]"  # activation refused: the key is not registered
-REVOKED_MARKS = ("401 Unauthorized", "status code 401")  # the key was unregistered meanwhile
 
 log = logging.getLogger("echofl.fl-client")
 
@@ -128,8 +128,59 @@ def supernode_env(config: SiteConfig) -> dict[str, str]:
     return env
 
 
-def run_supernode(config: SiteConfig, say) -> int:  # type: ignore[no-untyped-def]
-    """Run the SuperNode in its own process group, relay its output, forward signals."""
+class Supervisor:
+    """Keeps the site's SuperNode running until the operator stops fl-client.
+
+    The SuperNode ends by itself when the coordinator drops its session (Flower 1.42 shuts a
+    node down, with exit code 0 and no reason, when the SuperLink answers UNAUTHENTICATED, e.g.
+    after its key was unregistered). fl-client then starts it again: a revoked key is refused at
+    that new start ("[code: 2004]"), which ends fl-client with exit code 3 and a message that
+    says so; otherwise the site is simply back. A SuperNode that keeps failing soon after its
+    start (``max_quick_failures`` times in a row) ends fl-client with its exit code.
+    """
+
+    def __init__(
+        self, config: SiteConfig, say, restart_delay_s: float = 5.0, max_quick_failures: int = 5
+    ) -> None:  # type: ignore[no-untyped-def]
+        self.config, self.say = config, say
+        self.restart_delay_s, self.max_quick_failures = restart_delay_s, max_quick_failures
+        self.stopping = threading.Event()
+        self.proc: subprocess.Popen | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._forward)
+
+    def _forward(self, signum: int, _frame: object) -> None:
+        self.stopping.set()
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signum)
+
+    def run(self) -> int:
+        quick_failures = 0
+        while True:
+            started = time.monotonic()
+            code = run_supernode(self, self.config, self.say)
+            if code == EXIT_UNREGISTERED or self.stopping.is_set():
+                return code
+            quick = time.monotonic() - started < 60
+            quick_failures = quick_failures + 1 if quick else 0
+            if quick_failures >= self.max_quick_failures:
+                self.say(
+                    f"the SuperNode ended {quick_failures} times in a row within a minute of "
+                    f"its start (last exit code {code}); giving up"
+                )
+                return code or 1
+            self.say(
+                f"the SuperNode ended without being asked to (exit code {code}; the "
+                "coordinator may have closed this site's session); starting it again in "
+                f"{self.restart_delay_s:g} s"
+            )
+            if self.stopping.wait(self.restart_delay_s):
+                return code
+
+
+def run_supernode(supervisor: Supervisor, config: SiteConfig, say) -> int:  # type: ignore[no-untyped-def]
+    """Run the SuperNode once, in its own process group, and relay its output."""
     proc = subprocess.Popen(
         supernode_command(config),
         env=supernode_env(config),
@@ -139,13 +190,10 @@ def run_supernode(config: SiteConfig, say) -> int:  # type: ignore[no-untyped-de
         bufsize=1,
         start_new_session=True,
     )
-
-    def forward(signum: int, _frame: object) -> None:
+    supervisor.proc = proc
+    if supervisor.stopping.is_set():  # a stop that arrived while it was being started
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signum)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, forward)
+            os.killpg(proc.pid, signal.SIGTERM)
     unregistered = threading.Event()
 
     def relay() -> None:
@@ -153,7 +201,7 @@ def run_supernode(config: SiteConfig, say) -> int:  # type: ignore[no-untyped-de
         for line in proc.stdout:
             log.info("supernode: %s", line.rstrip())
             print(line, end="", flush=True)
-            if NOT_REGISTERED_MARK in line or any(m in line for m in REVOKED_MARKS):
+            if NOT_REGISTERED_MARK in line:
                 unregistered.set()
 
     # The SuperNode's SuperExec child keeps the pipe open after the SuperNode itself exits, so
@@ -229,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             return 0
         say("starting the SuperNode (TLS, node authentication)")
-        return run_supernode(config, say)
+        return Supervisor(config, say).run()
     except EchoflError as exc:
         print(f"[fl-client {args.site}] error: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG

@@ -171,14 +171,20 @@ class Cluster:
     def rows(self, name: str) -> list[dict]:
         return read_metrics_log(self.home / "runs" / name / "metrics.jsonl")
 
-    def wait_for(self, name: str, predicate, timeout: float = 600) -> list[dict]:  # type: ignore[no-untyped-def]
+    def wait_for(  # type: ignore[no-untyped-def]
+        self, name: str, predicate, timeout: float = 600, run: subprocess.Popen | None = None
+    ) -> list[dict]:
+        """Poll the run's metrics log until ``predicate(rows)``; fail at once if ``run`` (the
+        `fl-server run` process) has ended before that."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             rows = self.rows(name)
             if predicate(rows):
                 return rows
+            if run is not None and run.poll() is not None:
+                raise RuntimeError(f"fl-server run {name} ended (exit {run.returncode}) first")
             time.sleep(0.5)
-        raise TimeoutError(f"condition not reached in run {name}")
+        raise TimeoutError(f"condition not reached in run {name} within {timeout:g} s")
 
     def close(self) -> None:
         for site in list(self.clients):

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from fl_server.loopback import Cluster, done_rounds
+from fl_server.loopback import Cluster, done_rounds, stop
 from tests.fl.test_simulation import live_processes
 
 SITES = {"A": ("A", "camus-nifti"), "B": ("B", "echonet-dynamic"), "D": ("D", "folder")}
@@ -27,26 +27,32 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> dict:
     before = live_processes()
     cluster = Cluster(base, SITES, min_sites=2)
     out: dict = {"home": cluster.home}
+    run: subprocess.Popen | None = None
     try:
         cluster.start()
         cluster.register("A", "B", "D")
         for site in SITES:
             cluster.start_client(site)
-        run = subprocess.Popen(
-            cluster.run_command(
-                "vanish",
-                ROUNDS,
-                "image-size=32 model-channels=4,8,16 client-threads=1 sites-timeout=20",
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        cluster.wait_for("vanish", lambda rows: 1 in done_rounds(rows))
+        run_out = base / "run.out"
+        with run_out.open("w") as sink:
+            run = subprocess.Popen(
+                cluster.run_command(
+                    "vanish",
+                    ROUNDS,
+                    'image-size=32 model-channels="4,8,16" client-threads=1 sites-timeout=20',
+                ),
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        out["run_out"] = run_out
+        cluster.wait_for("vanish", lambda rows: 1 in done_rounds(rows), run=run)
         cluster.kill_client("D")  # mid-round 2: training messages are out
         out["killed_after"] = 1
         rows = cluster.wait_for(
-            "vanish", lambda rows: any("D" not in sites for sites in done_rounds(rows).values())
+            "vanish",
+            lambda rows: any("D" not in sites for sites in done_rounds(rows).values()),
+            run=run,
         )
         gone = max(r for r, sites in done_rounds(rows).items() if "D" not in sites)
         out["gone_round"] = gone
@@ -54,14 +60,17 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> dict:
         rows = cluster.wait_for(
             "vanish",
             lambda rows: any(r > gone and "D" in sites for r, sites in done_rounds(rows).items()),
+            run=run,
         )
         out["back_round"] = min(r for r, s in done_rounds(rows).items() if r > gone and "D" in s)
         cluster.kill_client("A")
         cluster.kill_client("B")  # one site left, two needed
-        out["stdout"], _ = run.communicate(timeout=600)
-        out["returncode"] = run.returncode
+        out["returncode"] = run.wait(timeout=600)
+        out["stdout"] = run_out.read_text()
         out["rows"] = cluster.rows("vanish")
     finally:
+        if run is not None:
+            stop(run)
         cluster.close()
         out["leftovers"] = {p: c for p, c in live_processes().items() if p not in before}
     return out

@@ -1,0 +1,79 @@
+"""fl-client's supervision of its SuperNode, with a stand-in process for the SuperNode (the real
+one, revoked while connected, is in test_e2e_tls.py): a SuperNode that ends by itself is started
+again; a refused key ends fl-client with exit code 3; one that keeps failing at once is given up;
+an operator's SIGTERM stops it without a restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fl_client import cli
+
+STAND_IN = """
+import pathlib, sys, time
+count = pathlib.Path(sys.argv[1])
+n = int(count.read_text()) + 1 if count.exists() else 1
+count.write_text(str(n))
+behaviour = sys.argv[2]
+if behaviour == "refused-on-restart" and n >= 2:
+    print("ERROR: activation failed [code: 2004]", flush=True)
+    time.sleep(30)  # like the SuperNode, it does not exit by itself after saying so
+elif behaviour == "long":
+    time.sleep(30)
+"""
+
+
+@pytest.fixture
+def supervised(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
+    script = tmp_path / "stand_in.py"
+    script.write_text(STAND_IN)
+    count = tmp_path / "starts"
+    messages: list[str] = []
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def make(behaviour: str) -> cli.Supervisor:
+        monkeypatch.setattr(
+            cli,
+            "supernode_command",
+            lambda _config: [sys.executable, str(script), str(count), behaviour],
+        )
+        monkeypatch.setattr(cli, "supernode_env", lambda _config: dict(os.environ))
+        config = type("Config", (), {"site": "A", "private_key": Path("site.key")})()
+        return cli.Supervisor(config, messages.append, restart_delay_s=0.1, max_quick_failures=3)
+
+    yield make, count, messages
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
+def test_a_key_refused_at_the_restart_ends_with_exit_code_3(supervised) -> None:  # type: ignore[no-untyped-def]
+    make, count, messages = supervised
+    assert make("refused-on-restart").run() == cli.EXIT_UNREGISTERED
+    assert count.read_text() == "2"  # the first ended by itself, the second was refused
+    assert "ended without being asked to" in messages[0]
+    assert "REFUSED: site A's key is not registered" in messages[-1]
+
+
+def test_a_supernode_that_keeps_failing_is_given_up(supervised) -> None:  # type: ignore[no-untyped-def]
+    make, count, messages = supervised
+    assert make("exit").run() == 1
+    assert count.read_text() == "3"
+    assert "3 times in a row within a minute" in messages[-1]
+
+
+def test_sigterm_stops_without_a_restart(supervised) -> None:  # type: ignore[no-untyped-def]
+    make, count, _ = supervised
+    supervisor = make("long")
+    threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    started = time.monotonic()
+    code = supervisor.run()
+    assert time.monotonic() - started < 15
+    assert code == -signal.SIGTERM
+    assert count.read_text() == "1"

@@ -1,0 +1,63 @@
+"""The cached TorchScript U-Net that ClientApp processes load: the same network as MONAI's,
+step for step, and loaded without importing MONAI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from common.model import ModelConfig, build_unet, load_unet
+
+SMALL = ModelConfig(channels=(4, 8, 16))
+
+
+def test_cached_network_trains_exactly_like_the_monai_one(tmp_path: Path) -> None:
+    scripted = load_unet(SMALL, tmp_path)
+    (cached,) = tmp_path.glob("unet-*.torchscript")
+    eager = build_unet(SMALL)
+    assert list(scripted.state_dict()) == list(eager.state_dict())
+    scripted.load_state_dict(eager.state_dict())
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 1, 32, 32), torch.randint(0, 4, (4, 32, 32))
+    with torch.jit.optimized_execution(False):
+        for model in (eager, scripted):
+            model.train()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+    for (name, a), b in zip(eager.named_parameters(), scripted.parameters(), strict=True):
+        assert torch.equal(a.grad, b.grad), name
+    for (name, a), b in zip(
+        eager.state_dict().items(), scripted.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name  # batch-norm running statistics too
+    # a second call reads the file; another configuration gets its own file
+    before = cached.stat().st_mtime_ns
+    load_unet(SMALL, tmp_path)
+    assert cached.stat().st_mtime_ns == before
+    load_unet(ModelConfig(channels=(4, 8)), tmp_path)
+    assert len(list(tmp_path.glob("unet-*.torchscript"))) == 2
+
+
+def test_a_fresh_process_loads_it_without_monai(tmp_path: Path) -> None:
+    load_unet(SMALL, tmp_path)
+    code = (
+        "import sys; from common.model import ModelConfig, load_unet; "
+        f"m = load_unet(ModelConfig(channels=(4, 8, 16)), {str(tmp_path)!r}); "
+        "print(sum(p.numel() for p in m.parameters()), 'monai' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path.cwd()
+    )
+    params = sum(p.numel() for p in build_unet(SMALL).parameters())
+    assert out.stdout.split() == [str(params), "False"]
+
+
+def test_a_corrupt_cached_file_is_rebuilt(tmp_path: Path) -> None:
+    load_unet(SMALL, tmp_path)
+    (cached,) = tmp_path.glob("unet-*.torchscript")
+    cached.write_bytes(b"not a model")
+    model = load_unet(SMALL, tmp_path)
+    assert len(model.state_dict()) == len(build_unet(SMALL).state_dict())
+    assert torch.jit.load(str(cached)) is not None  # the file was written again
