@@ -119,7 +119,7 @@ class QuickOverrides(StrictModel):
     rounds: int | None = Field(default=None, ge=1)
     local_epochs: int | None = Field(default=None, ge=1)
     image_size: int | None = Field(default=None, ge=16)
-    cases: dict[str, int] = Field(default_factory=dict)
+    cases: dict[str, int] = Field(default_factory=dict)  # per site: cases, or max_cases (real)
 
 
 class ExperimentConfig(StrictModel):
@@ -171,8 +171,10 @@ class ExperimentConfig(StrictModel):
                 if v is not None
             }
         )
-        sites = [
-            s.model_copy(update={"cases": q.cases[s.name]}) if s.name in q.cases else s
+        sites = [  # a synthetic site generates fewer cases; a real one reads fewer
+            s.model_copy(update={"cases" if s.synthetic else "max_cases": q.cases[s.name]})
+            if s.name in q.cases
+            else s
             for s in self.sites
         ]
         return self.model_copy(
