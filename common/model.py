@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -77,13 +78,15 @@ def load_unet(config: ModelConfig | None, cache_dir: Path) -> nn.Module:
     config = config or ModelConfig()
     key = f"{config.model_dump_json()}|torch {torch.__version__}|monai {version('monai')}"
     path = Path(cache_dir) / f"unet-{hashlib.sha256(key.encode()).hexdigest()[:16]}.torchscript"
-    if path.is_file():
-        try:
-            return torch.jit.load(str(path), map_location="cpu")
-        except (RuntimeError, OSError) as exc:  # corrupt or truncated: build it again
-            log.warning("%s does not load (%s); building the network again", path, exc)
-    model = torch.jit.script(build_unet(config))
-    buffer = io.BytesIO()
-    torch.jit.save(model, buffer)
+    with warnings.catch_warnings():  # torch 2.13 marks TorchScript deprecated; it still works
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
+        if path.is_file():
+            try:
+                return torch.jit.load(str(path), map_location="cpu")
+            except (RuntimeError, OSError) as exc:  # corrupt or truncated: build it again
+                log.warning("%s does not load (%s); building the network again", path, exc)
+        model = torch.jit.script(build_unet(config))
+        buffer = io.BytesIO()
+        torch.jit.save(model, buffer)
     write_atomic(path, buffer.getvalue())
     return model
