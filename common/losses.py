@@ -63,16 +63,23 @@ class AdaptiveCrossEntropy(nn.Module):
     ) -> torch.Tensor:
         _check_inputs(logits, target, labelled)
         target = target.long()
-        log_p = F.log_softmax(logits.float(), dim=1)
-        if self.check_targets:
+        logits = logits.float()
+        fully_labelled = bool(labelled.all())
+        if self.check_targets and not fully_labelled:
             target_labelled = labelled.gather(1, target.flatten(1)).view_as(target)
             if not bool(target_labelled.all()):
                 raise ValueError("target annotates a structure outside its sample's labelled set")
+        if fully_labelled:  # nothing merged: exactly the ordinary cross-entropy (one fused op)
+            return F.cross_entropy(logits, target)
+        # The merged classes (background + unlabelled structures) and the labelled structures
+        # partition the classes, so the softmax normaliser over [logsumexp of the merged logits,
+        # labelled structures' logits] is the one over all classes: the marginal loss is the
+        # ordinary cross-entropy on these "merged logits" (unlabelled channels at -inf are
+        # never a target and carry no gradient).
         merged = marginal_background_mask(labelled)[:, :, None, None]
-        log_p_background = torch.logsumexp(log_p.masked_fill(~merged, float("-inf")), dim=1)
-        log_p_target = log_p.gather(1, target[:, None]).squeeze(1)
-        log_p_pixel = torch.where(target == BACKGROUND, log_p_background, log_p_target)
-        return -log_p_pixel.mean()
+        background = torch.logsumexp(logits.masked_fill(~merged, float("-inf")), dim=1)
+        structures = logits[:, 1:].masked_fill(merged[:, 1:], float("-inf"))
+        return F.cross_entropy(torch.cat([background[:, None], structures], dim=1), target)
 
 
 class MarginalDiceLoss(nn.Module):

@@ -120,9 +120,12 @@ def plot_curves(results: Sequence[dict[str, Any]], config: ExperimentConfig, pat
                 else:
                     x = np.arange(1, len(curve) + 1)
                 curves.append((x, np.array(curve, dtype=float), name))
-        if cond.kind == "local":
-            for x, y, name in curves:
-                ax.plot(x, y, lw=1, alpha=0.7, label=f"{cond.name} ({name})")
+        if cond.kind == "local":  # one line per site, mean over seeds
+            for name in sorted({c[2] for c in curves}):
+                mine = [c for c in curves if c[2] == name]
+                length = min(len(c[1]) for c in mine)
+                y = np.nanmean(np.stack([c[1][:length] for c in mine]), axis=0)
+                ax.plot(mine[0][0][:length], y, lw=1, alpha=0.7, label=f"{cond.name} ({name})")
         else:
             length = min(len(c[1]) for c in curves)
             y = np.nanmean(np.stack([c[1][:length] for c in curves]), axis=0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -228,7 +229,10 @@ def execute(ctx: RunContext, condition: Condition, seed: int) -> dict[str, Any]:
         ctx.say(f"{condition.name} / seed {seed}: already done ({done['seconds']:.0f}s), skipped")
         return done
     out = run_dir(ctx.config, condition, seed)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # an interrupted attempt: its log and checkpoints must not mix with this one
+        ctx.say(f"{condition.name} / seed {seed}: discarding an interrupted attempt's outputs")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
     ctx.say(f"{condition.name} / seed {seed}: running")
     started = time.perf_counter()
     runner = run_federated if condition.kind == "federated" else run_pooled

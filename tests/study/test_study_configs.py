@@ -87,6 +87,10 @@ def real_on_tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict:
     text = text[: text.index('[[conditions]]\nname = "FedAvg')] + text[text.index("# --quick") :]
     path = work / "fedecho-real-tiny.toml"
     path.write_text(text)
+    # an attempt interrupted earlier left outputs behind: they must not mix with the new run's
+    stale = work / "runs" / "fedecho-real-quick" / "runs" / "local-only" / "seed-0"
+    stale.mkdir(parents=True)
+    (stale / "metrics.jsonl").write_text('{"event": "negotiated"}\n')
     proc = subprocess.run(
         [sys.executable, str(REPO / "simulations" / "run.py"), "--config", str(path), "--quick"],
         cwd=work,
@@ -99,6 +103,8 @@ def real_on_tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict:
     results = sorted((work / "runs").glob("*/runs/*/seed-*/result.json"))
     return {
         "work": work,
+        "stale_left": (stale / "metrics.jsonl").exists(),
+        "stdout": proc.stdout,
         "config": config,
         "results": [json.loads(p.read_text()) for p in results],
     }
@@ -123,3 +129,11 @@ def test_real_study_runs_its_conditions_and_seeds(real_on_tiny_files: dict) -> N
         )
         for s in (0, 1)
     }
+
+
+def test_an_interrupted_attempt_is_discarded(real_on_tiny_files: dict) -> None:
+    assert not real_on_tiny_files["stale_left"]
+    assert (
+        "local only / seed 0: discarding an interrupted attempt's outputs"
+        in (real_on_tiny_files["stdout"])
+    )
