@@ -6,9 +6,9 @@ Flower, side by side in one run, and where the difference goes.
 
 Both do the same work per round (every site one or more local epochs from the global weights,
 then the weighted mean; federated evaluation off). The plain loop trains the sites one after
-the other with every core; in the deployment each site trains in its own ClientApp process (by
-default with as many torch threads as the plain loop, the sites sharing the cores). Goal: round
-time ratio <= 1.15 at the research configuration (the fedecho study's sites, 96 px).
+the other with every core; in the deployment each site trains in its own ClientApp process,
+with one torch thread by default (``--client-threads``), the sites sharing the cores. Goal:
+round time ratio <= 1.15 at the research configuration (the fedecho study's sites, 96 px).
 
 The costs a deployed round adds, measured separately: a fresh ClientApp process for every
 message (Flower 1.42's deployment model: interpreter start, imports of torch/MONAI/Flower,
@@ -74,8 +74,8 @@ def main() -> None:
     parser.add_argument(
         "--client-threads",
         type=int,
-        default=os.cpu_count() or 1,
-        help="torch threads of each site's ClientApp (default: every core, as the plain loop)",
+        default=1,
+        help="torch threads of each site's ClientApp (default 1: the sites share the cores)",
     )
     args = parser.parse_args()
     specs = federation(args.data_dir, SITES)
