@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 from common_setup import REPO, federation, record
-from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.task_identity import TaskIdentity
 
-from common.model import build_unet
-from fl_client.client_app import for_transfer
+from common.federation.protocol import encode_weights
+from common.training.model import build_unet
 from simulations.engine import SimulationEngine
 
 GOAL = 1.01
@@ -46,7 +46,12 @@ def reply_bytes(dtype: str, packed: bool = True) -> tuple[int, int]:
     message = Message(
         RecordDict(
             {
-                "arrays": ArrayRecord(for_transfer(state, dtype, packed)),
+                "arrays": ArrayRecord(
+                    {
+                        k: Array(v)
+                        for k, v in encode_weights(state, packed=packed, dtype=dtype).items()
+                    }
+                ),
                 "metrics": MetricRecord(metrics),
             }
         ),

@@ -22,21 +22,20 @@ from pathlib import Path
 
 import torch
 
-from common.cache import load_site_cached
 from common.config import SiteSpec
-from common.label_dropout import LabelDropout
+from common.data.cache import load_site_cached
+from common.data.preprocess import PreprocessConfig
+from common.data.synthetic.federation import FederationConfig, generate_federation
 from common.labels import Structure
-from common.model import build_unet
-from common.preprocess import PreprocessConfig
-from common.synthetic.federation import FederationConfig, generate_federation
-from common.training import (
+from common.recipe import Recipe
+from common.training.label_dropout import LabelDropout
+from common.training.loop import (
     SegmentationTensors,
-    TrainConfig,
     batch_indices,
-    make_loss,
-    make_optimiser,
     train_one_epoch,
 )
+from common.training.losses import SegmentationLoss
+from common.training.model import build_unet
 
 
 def main() -> None:
@@ -70,10 +69,10 @@ def main() -> None:
         shutil.rmtree(cache_dir, ignore_errors=True)
 
     train = SegmentationTensors.from_sites([data.split("train")])
-    config = TrainConfig(batch_size=16)
+    config = Recipe().train  # batch 16, the default augmentation
     torch.manual_seed(0)
     model = build_unet()
-    optimiser = make_optimiser(model, config)
+    optimiser = Recipe().optimiser.build(model.parameters())
     dropout = LabelDropout.for_partial([Structure.MYO, Structure.LA], 0.5)
     generator = torch.Generator().manual_seed(0)
     epochs = []
@@ -83,7 +82,7 @@ def main() -> None:
                 model,
                 train,
                 optimiser,
-                make_loss(config),
+                SegmentationLoss("adaptive", dice_weight=1.0),
                 batch_size=config.batch_size,
                 generator=generator,
                 device=torch.device("cpu"),

@@ -35,9 +35,9 @@ from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.task_identity import TaskIdentity
 
-from common.cache import load_site_cached
-from common.model import build_unet
-from common.preprocess import PreprocessConfig
+from common.data.cache import load_site_cached
+from common.data.preprocess import PreprocessConfig
+from common.training.model import build_unet
 from fl_server.loopback import Cluster, done_rounds
 
 GOAL = 1.15

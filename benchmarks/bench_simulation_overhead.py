@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from common_setup import REPO, federation, load, plain_fedavg, record
 
-from common.checkpoint import load_checkpoint
+from common.security.checkpoint import load_checkpoint
 from fl_server.metrics_log import read_metrics_log
 from simulations.engine import SimulationEngine
 

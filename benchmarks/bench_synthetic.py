@@ -24,8 +24,8 @@ from pathlib import Path  # noqa: E402
 
 import cv2  # noqa: E402
 
-from common.synthetic.generator import generate_recording  # noqa: E402
-from common.synthetic.vendors import VENDORS  # noqa: E402
+from common.data.synthetic.generator import generate_recording  # noqa: E402
+from common.data.synthetic.vendors import VENDORS  # noqa: E402
 
 GOAL_FPS = 10.0
 

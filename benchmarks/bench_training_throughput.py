@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from common_setup import record
 
-from common.augment import Augmentation
-from common.label_dropout import LabelDropout
 from common.labels import Structure
-from common.losses import SegmentationLoss
-from common.model import build_unet
-from common.training import SegmentationTensors, train_one_epoch
+from common.training.augment import Augmentation
+from common.training.label_dropout import LabelDropout
+from common.training.loop import SegmentationTensors, train_one_epoch
+from common.training.losses import SegmentationLoss
+from common.training.model import build_unet
 
 GOAL = 0.97
 

@@ -16,13 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from common.cache import SiteData, load_site_cached
 from common.config import SiteSpec
+from common.data.cache import SiteData, load_site_cached
+from common.data.preprocess import PreprocessConfig
+from common.data.synthetic.federation import FederationConfig, generate_federation
+from common.federation.protocol import TrainInstruction
+from common.federation.run_settings import parse_run_settings
+from common.federation.site_round import train_site
 from common.labels import partially_labelled
-from common.local_training import LocalTrainSettings, round_seed, train_local
-from common.model import build_unet
-from common.preprocess import PreprocessConfig
-from common.synthetic.federation import FederationConfig, generate_federation
+from common.training.model import build_unet
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -95,8 +97,9 @@ def plain_fedavg(
     same function, settings and seeds as a ClientApp), then a weighted mean. Returns (total
     seconds, seconds per round, final global weights)."""
     torch.set_num_threads(threads)
-    torch.manual_seed(settings["seed"])
-    model = build_unet()
+    run = parse_run_settings(settings)
+    torch.manual_seed(run.seed)
+    model = build_unet(run.recipe.model)
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
     partial = partially_labelled(d.labelled_set for d in data.values())
     per_round = []
@@ -104,21 +107,16 @@ def plain_fedavg(
     for r in range(1, rounds + 1):
         t0 = time.perf_counter()
         states, weights = [], []
-        for name, site in data.items():
+        for site in data.values():
             model.load_state_dict(global_state)
-            local = LocalTrainSettings(
-                epochs=int(settings.get("local-epochs", 1)),
-                batch_size=settings["batch-size"],
-                lr=settings["lr"],
-                loss="adaptive",
-                dice_weight=1.0,
-                augment=True,
-                dropout_p=settings["label-dropout-p"],
-                partial=partial,
-                proximal_mu=0.0,
-                seed=round_seed(settings["seed"], r, name),
+            metrics = train_site(
+                model,
+                site.split("train"),
+                run.recipe,
+                TrainInstruction(r, partial),
+                seed=run.seed,
+                device=torch.device("cpu"),
             )
-            metrics = train_local(model, site.split("train"), local, device=torch.device("cpu"))
             states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
             weights.append(metrics["num-examples"])
         w = np.array(weights) / sum(weights)

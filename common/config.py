@@ -7,6 +7,7 @@ Errors name the file, the key path and the problem, e.g.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -66,11 +67,17 @@ class SiteSpec(StrictModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-def format_validation_error(source: str | Path, error: ValidationError) -> ConfigError:
-    """One readable message per problem: ``key.path: message``."""
+def format_validation_error(
+    source: str | Path,
+    error: ValidationError,
+    names: Mapping[tuple[str, ...], str] | None = None,
+) -> ConfigError:
+    """One readable message per problem: ``key.path: message``. ``names`` renames key paths
+    (a nested setting reported by its flat run-config key)."""
     lines = []
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        loc = tuple(str(p) for p in item["loc"])
+        where = (names or {}).get(loc) or ".".join(loc) or "(top level)"
         if item["type"] == "extra_forbidden":
             msg = "unknown key (typo?)"
         else:

@@ -29,10 +29,10 @@ import threading
 import time
 from pathlib import Path
 
-from common.cache import load_site_cached
+from common.data.cache import load_site_cached
+from common.data.preprocess import PreprocessConfig
 from common.errors import ConfigError, EchoflError
 from common.labels import format_labelled_set
-from common.preprocess import PreprocessConfig
 from fl_client.site_config import SiteConfig, check_files, load_site_config, site_config_path
 
 EXIT_CONFIG, EXIT_UNREGISTERED, EXIT_UNREACHABLE = 2, 3, 4

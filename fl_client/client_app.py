@@ -1,14 +1,14 @@
 """The hospital side of echofl: a Flower ClientApp with three thin handlers.
 
 * ``query``: the site's name, labelled set and sample counts per split, nothing else;
-* ``train``: load the global weights, train the configured local epochs with the adaptive loss
-  and label dropout on the structures and probability the coordinator sent, reply weights +
-  scalar metrics (``num-examples`` = training images);
-* ``evaluate``: Dice per structure and loss of the global weights on one split (``val`` by
-  default, ``test`` when the config asks).
+* ``train``: load the global weights, train one round with the run's recipe (label dropout on
+  the structures the coordinator says are partially labelled), reply weights + scalar metrics
+  (``num-examples`` = training images);
+* ``evaluate``: Dice per structure and loss of the global weights on one split.
 
-The ML lives in :mod:`common.local_training`; handlers decode, call, encode. Failures are
-caught: the coordinator receives a short reason, the site's log keeps the detail.
+Message layouts are :mod:`common.federation.protocol`'s; the ML is
+:mod:`common.federation.site_round`'s. Handlers decode, call, encode. Failures are caught: the
+coordinator receives a short reason, the site's log keeps the detail.
 """
 
 from __future__ import annotations
@@ -16,21 +16,36 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
-from common.cache import SiteData
 from common.config import SiteSpec
+from common.data.cache import SiteData
 from common.errors import EchoflError
-from common.labels import format_labelled_set, parse_labelled_set
-from common.local_training import LocalTrainSettings, evaluate_local, round_seed, train_local
-from common.model import load_unet
-from common.packing import is_packed, pack, unpack
-from common.run_settings import RunSettings, parse_run_settings
-from common.training import resolve_device
+from common.federation import protocol
+from common.federation.protocol import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    EvaluateInstruction,
+    SiteDescription,
+    TrainInstruction,
+)
+from common.federation.run_settings import RunSettings, parse_run_settings
+from common.federation.site_round import evaluate_site, train_site
+from common.training.loop import resolve_device
+from common.training.model import load_unet
 from fl_client.faults import before_training, corrupt, parse_faults
 from fl_client.site import cache_dir_for, resolve_site, site_data
 
@@ -47,7 +62,7 @@ def _guarded(
     """Turn an exception into an error reply with a short reason (no paths, no traceback).
 
     The handler runs with TorchScript's graph optimisation off: the network is a TorchScript
-    module (:func:`common.model.load_unet`), and on CPU the optimising executor trained it
+    module (:func:`common.training.model.load_unet`), and on CPU the optimising executor trained it
     10-40% slower than eager PyTorch, while without it the steps are bitwise those of eager.
     """
 
@@ -85,19 +100,6 @@ def _setup(context: Context) -> tuple[RunSettings, torch.device]:
     return settings, resolve_device(settings.device)
 
 
-def for_transfer(
-    state: dict[str, torch.Tensor], dtype: str, packed: bool = False
-) -> dict[str, Any]:
-    """The weights as they travel: packed into two flat arrays (``pack-weights``, default)
-    and/or in float16 (``transfer-dtype``: half the upload; the coordinator casts back to
-    float32 before validating and averaging)."""
-    if packed:
-        return {k: torch.from_numpy(v) for k, v in pack(state, float_dtype=dtype).items()}
-    if dtype != "float16":
-        return state
-    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-
-
 def _site_log(path: object) -> None:
     """Deployment: each message runs in a fresh process; send this process's log records
     (the full detail of any failure) to the site's own log file."""
@@ -112,19 +114,16 @@ def _site_log(path: object) -> None:
 
 def _data(context: Context, settings: RunSettings) -> tuple[SiteSpec, SiteData]:
     spec = resolve_site(context.node_config, settings)
-    data = site_data(spec, settings.preprocess, cache_dir_for(context.node_config, settings))
+    cache = cache_dir_for(context.node_config, settings)
+    data = site_data(spec, settings.recipe.preprocess, cache)
     return spec, data.fully_labelled() if settings.full_labels else data
 
 
 def _global_model(msg: Message, context: Context, settings: RunSettings) -> torch.nn.Module:
-    model = load_unet(settings.model, cache_dir_for(context.node_config, settings) / "models")
-    record = msg.content["arrays"]
-    if is_packed(record.keys()):
-        reference = {k: v.numpy() for k, v in model.state_dict().items()}
-        arrays = unpack({k: v.numpy() for k, v in record.items()}, reference)
-        model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in arrays.items()})
-    else:
-        model.load_state_dict(record.to_torch_state_dict())
+    cache = cache_dir_for(context.node_config, settings)
+    model = load_unet(settings.recipe.model, cache / "models")
+    state = protocol.decode_weights(msg.content[ARRAYS], protocol.reference_of(model.state_dict()))
+    model.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()})
     return model
 
 
@@ -133,13 +132,14 @@ def _global_model(msg: Message, context: Context, settings: RunSettings) -> torc
 def query(msg: Message, context: Context) -> Message:
     settings, _ = _setup(context)
     spec, data = _data(context, settings)
-    labelled = sorted(s.name for s in data.labelled_set)
-    counts = {f"num-{split}": float(len(data.split(split))) for split in ("train", "val", "test")}
-    log.info("site %s: labelled %s, %s", spec.name, format_labelled_set(data.labelled_set), counts)
+    counts = {split: len(data.split(split)) for split in protocol.SPLITS}
+    site = SiteDescription(spec.name, data.labelled_set, counts)
+    log.info("site %s: labelled %s", site.describe(), counts)
+    records = site.to_records()
     content = RecordDict(
         {
-            "site": ConfigRecord({"name": spec.name, "labelled": ",".join(labelled)}),
-            "counts": MetricRecord(counts),
+            protocol.SITE: ConfigRecord(records[protocol.SITE]),
+            protocol.COUNTS: MetricRecord(records[protocol.COUNTS]),
         }
     )
     return Message(content=content, reply_to=msg)
@@ -150,44 +150,31 @@ def query(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     settings, device = _setup(context)
     spec, data = _data(context, settings)
-    config = msg.content["config"]
-    partial_text = str(config.get("partial-structures", ""))
-    server_round = int(config["server-round"])
-    local = LocalTrainSettings(
-        epochs=int(config.get("local-epochs", settings.local_epochs)),
-        batch_size=int(config.get("batch-size", settings.batch_size)),
-        lr=float(config.get("lr", settings.lr)),
-        loss=str(config.get("loss", settings.loss)),  # type: ignore[arg-type]
-        dice_weight=float(config.get("dice-weight", settings.dice_weight)),
-        augment=bool(config.get("augment", settings.augment)),
-        dropout_p=float(config.get("label-dropout-p", 0.0)),
-        partial=parse_labelled_set(partial_text.split(",")) if partial_text else frozenset(),
-        proximal_mu=float(config.get("proximal-mu", 0.0)),
-        seed=round_seed(int(config.get("seed", settings.seed)), server_round, spec.name),
-    )
+    instruction = TrainInstruction.from_config(msg.content[CONFIG])
     faults = parse_faults(settings.inject_faults)
-    before_training(spec.name, server_round, faults)
+    before_training(spec.name, instruction.server_round, faults)
     model = _global_model(msg, context, settings)
     reference = {k: v.clone() for k, v in model.state_dict().items()} if faults else {}
-    metrics = train_local(model, data.split("train"), local, device=device)
-    state = corrupt(spec.name, model.state_dict(), faults, reference) if faults else None
+    metrics = train_site(
+        model, data.split("train"), settings.recipe, instruction, seed=settings.seed, device=device
+    )
+    state = model.state_dict()
+    if faults:
+        state = corrupt(spec.name, state, faults, reference)
     log.info(
         "site %s round %d: trained %d images, loss %.4f",
         spec.name,
-        server_round,
-        int(metrics["num-examples"]),
+        instruction.server_round,
+        int(metrics[protocol.NUM_EXAMPLES]),
         metrics["train-loss"],
+    )
+    arrays = protocol.encode_weights(
+        state, packed=settings.pack_weights, dtype=settings.transfer_dtype
     )
     content = RecordDict(
         {
-            "arrays": ArrayRecord(
-                for_transfer(
-                    state if state is not None else model.state_dict(),
-                    settings.transfer_dtype,
-                    settings.pack_weights,
-                )
-            ),
-            "metrics": MetricRecord(metrics),
+            ARRAYS: ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+            METRICS: MetricRecord(metrics),
         }
     )
     return Message(content=content, reply_to=msg)
@@ -198,16 +185,7 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     settings, device = _setup(context)
     _, data = _data(context, settings)
-    config = msg.content["config"]
-    split = str(config.get("split", "val"))
-    if split not in ("train", "val", "test"):
-        raise EchoflError(f"unknown split {split!r}")
+    instruction = EvaluateInstruction.from_config(msg.content[CONFIG])
     model = _global_model(msg, context, settings)
-    metrics = evaluate_local(
-        model,
-        data.split(split),
-        device=device,
-        loss=settings.loss,
-        dice_weight=settings.dice_weight,
-    )
-    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    metrics = evaluate_site(model, data.split(instruction.split), settings.recipe, device=device)
+    return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)

@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from common.cache import SiteData, load_site_cached
 from common.config import SiteSpec, validate_config
+from common.data.cache import SiteData, load_site_cached
+from common.data.preprocess import PreprocessConfig
 from common.errors import ConfigError
-from common.preprocess import PreprocessConfig
-from common.run_settings import RunSettings
+from common.federation.run_settings import RunSettings
 
 _DATA: dict[tuple[str, str], SiteData] = {}
 

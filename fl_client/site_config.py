@@ -38,7 +38,7 @@ from common.config import (
 )
 from common.errors import ConfigError
 from common.labels import LabelledSet, parse_labelled_set
-from common.pki import check_ca_certificate, check_site_key
+from common.security.pki import check_ca_certificate, check_site_key
 
 
 class SiteConfig(StrictModel):

@@ -28,10 +28,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from common.checkpoint import load_checkpoint
 from common.errors import ConfigError, EchoflError
+from common.federation.run_settings import parse_run_settings
 from common.files import write_atomic
-from common.pki import (
+from common.security.checkpoint import load_checkpoint
+from common.security.pki import (
     add_site_keys,
     check_ca_certificate,
     check_signed_by,
@@ -41,7 +42,6 @@ from common.pki import (
     load_verify_key,
     make_server_cert,
 )
-from common.run_settings import parse_run_settings
 from fl_server.coordinator import CONNECTION, DEFAULT_APP_DIR, CoordinatorHome
 
 FIREWALL = """\

@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import Field
 
 from common.config import StrictModel, load_config
-from common.pki import PkiPaths
+from common.security.pki import PkiPaths
 
 CONNECTION = "echofl"
 DEFAULT_APP_DIR = Path(__file__).resolve().parents[1]

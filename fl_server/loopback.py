@@ -20,8 +20,8 @@ import time
 import tomllib
 from pathlib import Path
 
+from common.data.synthetic.federation import FederationConfig, generate_federation
 from common.processes import family, free_port
-from common.synthetic.federation import FederationConfig, generate_federation
 from fl_server.metrics_log import read_metrics_log
 
 BIN = Path(sys.executable).parent

@@ -1,14 +1,15 @@
 """The query round: which sites are there, and what do they annotate?
 
-Before training, the coordinator asks every connected site for its labelled set and sample
-counts (nothing else travels) and computes the structures that are partially labelled across
+Before training (and whenever a node connects later), the coordinator asks a site for its
+labelled set and sample counts (nothing else travels; the layout is
+:class:`common.federation.protocol.SiteDescription`) and checks its declared name against the
+registry. From the admitted sites it computes the structures that are partially labelled across
 the federation: the structures label dropout acts on. No site can know this alone.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from common.errors import EchoflError
-from common.labels import LabelledSet, format_labelled_set, parse_labelled_set, partially_labelled
+from common.federation.protocol import COUNTS, SITE, ProtocolError, SiteDescription
+from common.labels import LabelledSet, format_labelled_set, partially_labelled
 
 
 @dataclass(frozen=True)
@@ -31,23 +33,9 @@ class FederationError(EchoflError):
     """The federation cannot proceed (too few sites, no answers)."""
 
 
-def wait_for_sites(grid: Grid, minimum: int, timeout: float, poll: float = 1.0) -> list[int]:
-    """Node ids once at least ``minimum`` are connected; raise after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) >= minimum:
-            return nodes
-        if time.monotonic() > deadline:
-            raise FederationError(
-                f"only {len(nodes)} site(s) connected after {timeout:.0f}s; "
-                f"at least {minimum} needed (min-sites)"
-            )
-        time.sleep(poll)
-
-
 def query_sites(grid: Grid, node_ids: list[int], timeout: float) -> list[SiteInfo]:
-    """Send the query to every node; sites that fail or do not answer are left out."""
+    """Send the query to every node; sites that fail, do not answer or answer with a malformed
+    description are left out."""
     messages = [
         Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids
     ]
@@ -55,19 +43,11 @@ def query_sites(grid: Grid, node_ids: list[int], timeout: float) -> list[SiteInf
     for reply in grid.send_and_receive(messages, timeout=timeout):
         if reply.has_error():
             continue
-        site = reply.content["site"]
-        counts = reply.content["counts"]
-        labelled_text = str(site["labelled"])
-        infos.append(
-            SiteInfo(
-                node_id=reply.metadata.src_node_id,
-                name=str(site["name"]),
-                labelled=parse_labelled_set(labelled_text.split(","))
-                if labelled_text
-                else frozenset(),
-                counts={k.removeprefix("num-"): int(v) for k, v in counts.items()},
-            )
-        )
+        try:
+            site = SiteDescription.from_records(reply.content[SITE], reply.content[COUNTS])
+        except (KeyError, ProtocolError):
+            continue
+        infos.append(SiteInfo(reply.metadata.src_node_id, site.name, site.labelled, site.counts))
     return sorted(infos, key=lambda i: i.name)
 
 

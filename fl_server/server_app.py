@@ -1,11 +1,13 @@
 """The coordinator side of echofl: a Flower ServerApp.
 
 1. wait for ``min-sites`` sites, query their labelled sets and sample counts;
-2. compute the structures partially labelled across the federation and send them with the
-   label-dropout probability p (0 turns it off) in every round's train config;
+2. compute the structures partially labelled across the federation and send them in every
+   round's train instruction (the sites read the recipe, label dropout included, from the run
+   config);
 3. score the initial model on every site's validation split (round 0);
-4. FedAvg (or FedProx) rounds; after each, the global model is checkpointed (and kept as
-   ``best.pt`` when the sites' mean validation Dice on their own labels improves);
+4. the rounds (FedAvg, FedProx or a robust strategy); after each, the global model is
+   checkpointed (and kept as ``best.pt`` when the sites' mean validation Dice on their own
+   labels improves);
 5. score the final model on every site's test split; write ``summary.json`` and print the
    per-site, per-structure table.
 
@@ -23,29 +25,32 @@ from pathlib import Path
 
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from common.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import ConfigError
+from common.federation import protocol
+from common.federation.protocol import EvaluateInstruction, TrainInstruction
+from common.federation.run_settings import RunSettings, parse_run_settings
 from common.files import write_atomic
 from common.labels import format_labelled_set
-from common.metrics import STRUCTURES
-from common.model import build_unet
-from common.pki import load_signing_key, load_verify_key
-from common.run_settings import RunSettings, parse_run_settings
-from fl_server.metrics_log import MetricsLog
+from common.recipe import recipe_to_flat
+from common.security.checkpoint import load_checkpoint, save_checkpoint
+from common.security.pki import load_signing_key, load_verify_key
+from common.training.model import build_unet
+from common.training.scoring import format_table
+from fl_server.admission import SiteAdmission
+from fl_server.metrics_log import MetricsLog, read_metrics_log
 from fl_server.negotiation import (
     FederationError,
     SiteInfo,
-    check_registered_names,
     describe,
     partial_structures,
     query_sites,
-    wait_for_sites,
 )
 from fl_server.resume import find_resume_point, trim_log
-from fl_server.strategy import SiteBookkeeping, aggregate_site_metrics, make_strategy, mean_dice
+from fl_server.strategy import EchoRounds, make_strategy
+from fl_server.update_gate import UpdateGate
 
 log = logging.getLogger("echofl.server")
 app = ServerApp()
@@ -56,78 +61,9 @@ def say(message: str) -> None:
     print(f"[echofl] {message}", flush=True)
 
 
-def train_config(settings: RunSettings, infos: list[SiteInfo]) -> ConfigRecord:
-    partial = partial_structures(infos) if settings.label_dropout_p > 0 else frozenset()
-    return ConfigRecord(
-        {
-            "lr": settings.lr,
-            "local-epochs": settings.local_epochs,
-            "batch-size": settings.batch_size,
-            "loss": settings.loss,
-            "dice-weight": settings.dice_weight,
-            "augment": settings.augment,
-            "label-dropout-p": settings.label_dropout_p,
-            "partial-structures": ",".join(s.name for s in sorted(partial)),
-            "seed": settings.seed,
-        }
-    )
-
-
-def evaluate_round(
-    grid: Grid,
-    arrays: ArrayRecord,
-    node_ids: list[int],
-    split: str,
-    server_round: int,
-    strategy: SiteBookkeeping,
-    timeout: float,
-) -> dict:
-    """One federated evaluation outside the strategy's loop (round 0, and the final test)."""
-    content = RecordDict(
-        {
-            "arrays": strategy.outgoing(arrays),
-            "config": ConfigRecord({"split": split, "server-round": server_round}),
-        }
-    )
-    messages = [
-        Message(content, dst_node_id=n, message_type=MessageType.EVALUATE) for n in node_ids
-    ]
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
-    strategy._log_replies(server_round, split, replies)
-    ok = [r.content for r in replies if not r.has_error()]
-    if not ok:
-        return {}
-    aggregate = dict(aggregate_site_metrics(ok, "num-examples"))
-    strategy.metrics_log.site_row(server_round, split, "*", 0, aggregate)
-    return aggregate
-
-
-def _dice_line(metrics: dict) -> str:
-    prefix = "full-" if metrics.get("full-n-LV", 0) > 0 else ""
-    return " ".join(
-        f"{s.name} {metrics[f'{prefix}dice-{s.name}']:.3f}"
-        for s in STRUCTURES
-        if metrics.get(f"{prefix}n-{s.name}", 0) > 0
-    )
-
-
-def summary_table(rows: list[dict]) -> str:
-    """Per-site Dice of the final model on the test split (full ground truth where present)."""
-    header = f"{'site':<14}" + "".join(f"{s.name:>8}" for s in STRUCTURES) + f"{'n':>6}  scored on"
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        prefix = "full-" if row.get("full-n-LV", 0) > 0 else ""
-        cells = "".join(
-            f"{row[f'{prefix}dice-{s.name}']:>8.3f}"
-            if row.get(f"{prefix}n-{s.name}", 0) > 0
-            else f"{'-':>8}"
-            for s in STRUCTURES
-        )
-        lines.append(
-            f"{row['site']:<14}{cells}{int(row['num-examples']):>6}  "
-            f"{'full ground truth' if prefix else 'labelled structures'}"
-        )
-    return "\n".join(lines)
+def dice_line(metrics: dict) -> str:
+    """``LV 0.912 MYO 0.803`` for the structures scored (full ground truth where present)."""
+    return " ".join(f"{s.name} {d:.3f}" for s, d in protocol.scored_dice(metrics).items())
 
 
 @app.main()
@@ -160,66 +96,33 @@ class FederatedRun:
         )
         self.best = {"score": -math.inf, "round": 0}
         self.round_started = time.perf_counter()
-        self.strategy: SiteBookkeeping | None = None
-        self.refused: set[int] = set()
+        self.admission = SiteAdmission(
+            lambda g, nodes: query_sites(g, nodes, settings.round_timeout),
+            registry=settings.site_registry,
+            log=self.log,
+            say=say,
+        )
 
     # -- steps --------------------------------------------------------------------------------
     def negotiate(self) -> list[SiteInfo]:
         s = self.settings
-        node_ids = wait_for_sites(self.grid, s.min_sites, s.sites_timeout)
-        infos, refused = check_registered_names(
-            query_sites(self.grid, node_ids, s.round_timeout), s.site_registry
-        )
-        for info, reason in refused:
-            self.log.event("site-refused", node=info.node_id, site=info.name, reason=reason)
-            say(f"refused node {info.node_id}: {reason}")
-            self.refused.add(info.node_id)
-        if len(infos) < s.min_sites:
-            raise FederationError(
-                f"only {len(infos)} site(s) answered the query; {s.min_sites} needed"
-            )
-        names = [i.name for i in infos]
-        if len(set(names)) != len(names):
-            raise FederationError(f"two nodes claim the same site name: {sorted(names)}")
+        self.admission.wait_for(self.grid, s.min_sites, s.sites_timeout)
+        self.admission.announce = True
+        infos = sorted(self.admission.sites.values(), key=lambda i: i.name)
         partial = partial_structures(infos)
         self.log.event(
             "negotiated",
             sites={i.name: sorted(x.name for x in i.labelled) for i in infos},
             counts={i.name: i.counts for i in infos},
             partial=sorted(x.name for x in partial),
-            label_dropout_p=s.label_dropout_p,
+            label_dropout_p=s.recipe.label_dropout.p,
         )
         say(f"sites: {describe(infos)}")
         say(
             f"partially labelled across the federation: {format_labelled_set(partial)}; "
-            f"label dropout p = {s.label_dropout_p}"
+            f"label dropout p = {s.recipe.label_dropout.p}"
         )
         return infos
-
-    def admit(self, grid: Grid, node_ids: list[int]) -> None:
-        """A node that connects during the run: query it, check its name, admit or refuse."""
-        assert self.strategy is not None
-        s = self.settings
-        answered, refused = check_registered_names(
-            query_sites(grid, node_ids, s.round_timeout), s.site_registry
-        )
-        taken = set(self.strategy.site_names.values())
-        for info in answered:
-            if info.name in taken:
-                refused.append((info, f"site {info.name!r} is already connected as another node"))
-                continue
-            self.strategy.site_names[info.node_id] = info.name
-            self.log.event(
-                "site-admitted",
-                node=info.node_id,
-                site=info.name,
-                labelled=sorted(x.name for x in info.labelled),
-            )
-            say(f"site {info.name} joined (node {info.node_id})")
-        for info, reason in refused:
-            self.strategy.refused.add(info.node_id)
-            self.log.event("site-refused", node=info.node_id, site=info.name, reason=reason)
-            say(f"refused node {info.node_id}: {reason}")
 
     def starting_point(self) -> tuple[ArrayRecord, int]:
         """(initial global weights, last completed round): fresh, fine-tuned or resumed."""
@@ -239,27 +142,31 @@ class FederatedRun:
                 return ArrayRecord(state), point.completed
             say("resume requested but no completed round found: starting from the beginning")
         torch.manual_seed(s.seed)
-        model = build_unet(s.model)
+        model = build_unet(s.recipe.model)
         if s.initial_checkpoint:
             model.load_state_dict(initial_state(s, self.signing_key))
             say(f"starting from {s.initial_checkpoint} (signature verified)")
         return ArrayRecord(model.state_dict()), -1
 
-    def checkpoint(self, server_round: int, arrays: ArrayRecord) -> None:
-        assert self.strategy is not None
-        s = self.settings
-        validation = self.strategy.last_validation if server_round > 0 else {}
+    def metadata(self, server_round: int, validation: dict | None = None) -> dict:
+        """What a checkpoint's sidecar records besides the weights."""
         meta = {
             "round": server_round,
-            "model": s.model.model_dump(mode="json"),
-            "image_size": s.image_size,
-            "validation": validation,
+            "model": self.settings.recipe.model.model_dump(mode="json"),
+            "image_size": self.settings.recipe.preprocess.size[0],
         }
+        return meta if validation is None else {**meta, "validation": validation}
+
+    def checkpoint(self, server_round: int, arrays: ArrayRecord, validation: dict) -> None:
+        """The explicit end of a round: its checkpoint, ``best.pt`` when the sites' mean
+        validation Dice on their own labels improved, the ``round-done`` event."""
+        s = self.settings
+        meta = self.metadata(server_round, validation)
         state = arrays.to_torch_state_dict()
         save_checkpoint(
             self.checkpoints / f"round-{server_round:04d}.pt", state, meta, self.signing_key
         )
-        score = mean_dice(validation)
+        score = protocol.mean_dice(validation)
         if server_round > 0 and score > self.best["score"]:
             self.best.update(score=score, round=server_round)
             save_checkpoint(self.checkpoints / "best.pt", state, meta, self.signing_key)
@@ -268,7 +175,7 @@ class FederatedRun:
             trained = self.strategy.participants.get(server_round, [])
             say(
                 f"round {server_round}/{s.num_server_rounds} done in {seconds:.1f}s: "
-                f"{len(trained)} site(s) trained; val Dice {_dice_line(validation)}"
+                f"{len(trained)} site(s) trained; val Dice {dice_line(validation)}"
             )
             self.log.event(
                 "round-done",
@@ -280,93 +187,97 @@ class FederatedRun:
             )
         self.round_started = time.perf_counter()
 
+    def one_round(
+        self, server_round: int, arrays: ArrayRecord, instruction: TrainInstruction
+    ) -> ArrayRecord:
+        """Train on the admitted sites, aggregate, validate, checkpoint."""
+        s, strategy = self.settings, self.strategy
+        messages = strategy.configure_train(
+            server_round, arrays, ConfigRecord(instruction.to_config()), self.grid
+        )
+        replies = self.grid.send_and_receive(messages, timeout=s.round_timeout)
+        aggregated, _ = strategy.aggregate_train(server_round, replies)
+        arrays = aggregated if aggregated is not None else arrays
+        validation: dict = {}
+        if s.federated_evaluation and s.fraction_evaluate > 0:
+            config = ConfigRecord(EvaluateInstruction("val", server_round).to_config())
+            messages = strategy.configure_evaluate(server_round, arrays, config, self.grid)
+            replies = self.grid.send_and_receive(messages, timeout=s.round_timeout)
+            validation = dict(strategy.aggregate_evaluate(server_round, replies) or {})
+        self.checkpoint(server_round, arrays, validation)
+        return arrays
+
     def run(self) -> None:
         s = self.settings
         started = time.perf_counter()
         infos = self.negotiate()
         initial, completed = self.starting_point()
-        self.strategy = make_strategy(s)
-        self.strategy.setup_bookkeeping(
-            sites={i.node_id: i.name for i in infos},
+        reference = {k: v.numpy() for k, v in initial.items()}
+        gate = UpdateGate(
+            reference,
+            transfer_dtype=s.transfer_dtype,
+            norm_factor=s.recipe.aggregation.update_norm_factor,
             log=self.log,
-            reference=initial,
-            updates_dir=self.out / "updates" if s.save_updates else None,
-            min_sites=s.min_sites,
-            sites_timeout=s.sites_timeout,
-            round_offset=max(completed, 0),
-            norm_factor=s.update_norm_factor,
-            admit=self.admit,
-            transfer_float16=s.transfer_dtype == "float16",
-            pack_weights=s.pack_weights,
         )
-        self.strategy.refused.update(self.refused)
-        if completed < 0 and not s.federated_evaluation:
-            self.checkpoint(0, initial)
-            completed = 0
+        self.strategy: EchoRounds = make_strategy(
+            s,
+            admission=self.admission,
+            gate=gate,
+            log=self.log,
+            updates_dir=self.out / "updates" if s.save_updates else None,
+        )
         if completed < 0:  # a fresh run: score the initial model (round 0)
-            round0 = evaluate_round(
-                self.grid,
-                initial,
-                [i.node_id for i in infos],
-                "val",
-                0,
-                self.strategy,
-                s.round_timeout,
-            )
-            say(f"round 0 (initial model): val Dice {_dice_line(round0) if round0 else 'n/a'}")
-            self.checkpoint(0, initial)
+            if s.federated_evaluation:
+                round0 = self.strategy.score(
+                    self.grid,
+                    initial,
+                    [i.node_id for i in infos],
+                    EvaluateInstruction("val", 0),
+                    s.round_timeout,
+                )
+                say(f"round 0 (initial model): val Dice {dice_line(round0) if round0 else 'n/a'}")
+            self.checkpoint(0, initial, {})
             completed = 0
-        config = train_config(s, infos)
-        self.log.event("train-config", **dict(config))
+        partial = partial_structures(infos)
+        self.log.event(
+            "train-config",
+            **TrainInstruction(0, partial).to_config(),
+            **recipe_to_flat(s.recipe),
+        )
         final = initial
-        remaining = s.num_server_rounds - completed
-        if remaining > 0:
-            result = self.strategy.start(
-                grid=self.grid,
-                initial_arrays=initial,
-                num_rounds=remaining,
-                timeout=s.round_timeout,
-                train_config=config,
-                evaluate_config=ConfigRecord({"split": "val"}),
-                evaluate_fn=lambda r, a: self.checkpoint(r + completed, a) if r > 0 else None,
-            )
-            final = result.arrays
+        for server_round in range(completed + 1, s.num_server_rounds + 1):
+            final = self.one_round(server_round, final, TrainInstruction(server_round, partial))
         save_checkpoint(
             self.checkpoints / "final.pt",
             final.to_torch_state_dict(),
-            {
-                "round": s.num_server_rounds,
-                "model": s.model.model_dump(mode="json"),
-                "image_size": s.image_size,
-            },
+            self.metadata(s.num_server_rounds),
             self.signing_key,
         )
         test: dict = {}
         if s.federated_evaluation:
-            wait_for_sites(self.grid, 1, s.sites_timeout)
-            test = evaluate_round(
+            nodes = self.admission.wait_for(self.grid, 1, s.sites_timeout)
+            test = self.strategy.score(
                 self.grid,
                 final,
-                self.strategy.admitted(self.grid),
-                "test",
-                s.num_server_rounds,
-                self.strategy,
+                nodes,
+                EvaluateInstruction("test", s.num_server_rounds),
                 s.round_timeout,
             )
         rows = _final_test_rows(self.log.path, s.num_server_rounds)
         summary = {
             "rounds": s.num_server_rounds,
             "sites": {i.name: sorted(x.name for x in i.labelled) for i in infos},
-            "partial_structures": sorted(x.name for x in partial_structures(infos)),
-            "label_dropout_p": s.label_dropout_p,
-            "strategy": s.strategy,
+            "partial_structures": sorted(x.name for x in partial),
+            "label_dropout_p": s.recipe.label_dropout.p,
+            "strategy": s.recipe.aggregation.strategy,
             "best_round": self.best["round"],
             "seconds": round(time.perf_counter() - started, 2),
             "test": {r["site"]: r for r in rows},
             "test_aggregate": test,
         }
         write_atomic(self.out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
-        say("final model on each site's test split:\n" + summary_table(rows))
+        table = format_table({r["site"]: protocol.metrics_to_row(r) for r in rows}, scored_on=True)
+        say("final model on each site's test split:\n" + table)
         say(f"done in {summary['seconds']:.0f}s; outputs in {self.out}")
 
 
@@ -398,8 +309,6 @@ def initial_state(settings: RunSettings, signing_key: Ed25519PrivateKey | None) 
 
 
 def _final_test_rows(path: Path, server_round: int) -> list[dict]:
-    from fl_server.metrics_log import read_metrics_log
-
     return sorted(
         (
             r

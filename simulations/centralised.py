@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 from pydantic import Field
 
-from common.cache import SiteData, load_site_cached
 from common.config import SiteSpec, StrictModel, read_toml, validate_config
+from common.data.cache import SiteData, load_site_cached
 from common.errors import EchoflError
-from common.model import ModelConfig
-from common.pooled import LabelDropoutConfig, train_pooled
-from common.preprocess import PreprocessConfig
-from common.scoring import format_table, results_to_scores, score_sites
-from common.training import SegmentationTensors, TrainConfig, resolve_device
+from common.labels import partially_labelled
+from common.recipe import Recipe
+from common.training.loop import SegmentationTensors, resolve_device, train
+from common.training.model import build_unet
+from common.training.scoring import format_table, score_sites
 
 log = logging.getLogger("echofl.centralised")
 
@@ -39,16 +39,14 @@ class CentralisedConfig(StrictModel):
     threads: int = Field(default=0, ge=0)  # 0 = torch default
     cache_dir: Path = Path(".cache/echofl")
     output_dir: Path = Path("runs/centralised")
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=20))
-    label_dropout: LabelDropoutConfig = Field(default_factory=LabelDropoutConfig)
+    epochs: int = Field(default=20, ge=1, le=10_000)
+    recipe: Recipe = Field(default_factory=Recipe)  # the same recipe a federated run uses
     sites: list[SiteSpec] = Field(min_length=1)
     test_sites: list[SiteSpec] = Field(default_factory=list)  # evaluated, never trained on
 
 
 def load_sites(specs: list[SiteSpec], config: CentralisedConfig) -> dict[str, SiteData]:
-    return {s.name: load_site_cached(s, config.preprocess, config.cache_dir) for s in specs}
+    return {s.name: load_site_cached(s, config.recipe.preprocess, config.cache_dir) for s in specs}
 
 
 def run(config: CentralisedConfig) -> dict[str, object]:
@@ -64,27 +62,29 @@ def run(config: CentralisedConfig) -> dict[str, object]:
     print(f"centralised: {len(sites)} site(s), {n_train} training images, device {device}")
 
     def on_epoch(epoch: int, stats, val) -> None:  # type: ignore[no-untyped-def]
-        msg = f"epoch {epoch:3d}/{config.train.epochs}  loss {stats.loss:.4f}  {stats.seconds:.1f}s"
+        msg = f"epoch {epoch:3d}/{config.epochs}  loss {stats.loss:.4f}  {stats.seconds:.1f}s"
         if val is not None:
             msg += "  val " + " ".join(f"{s.name} {d:.3f}" for s, d in val.scores.dice.items())
         print(msg, flush=True)
 
     started = time.perf_counter()
-    model, history = train_pooled(
-        train_parts,
-        train=config.train,
-        model_config=config.model,
-        label_dropout=config.label_dropout,
+    partial = partially_labelled(p.labelled_set for p in train_parts)
+    torch.manual_seed(config.seed)
+    model = build_unet(config.recipe.model)
+    history = train(
+        model,
+        SegmentationTensors.from_sites(train_parts),
+        config.recipe,
         seed=config.seed,
         device=device,
+        partial=partial,
+        epochs=config.epochs,
         validation=validation,
         on_epoch=on_epoch,
     )
     train_seconds = time.perf_counter() - started
-    scores = results_to_scores(
-        score_sites(
-            model, {**sites, **test_only}, split="test", device=device, amp=config.train.amp
-        )
+    scores = score_sites(
+        model, {**sites, **test_only}, split="test", device=device, amp=config.recipe.train.amp
     )
     print(format_table(scores, title="\nDice on each site's test split (final model)"))
     config.output_dir.mkdir(parents=True, exist_ok=True)
@@ -92,8 +92,8 @@ def run(config: CentralisedConfig) -> dict[str, object]:
         "seed": config.seed,
         "train_images": n_train,
         "train_seconds": round(train_seconds, 2),
-        "images_per_second": round(n_train * config.train.epochs / train_seconds, 1),
-        "partial_structures": sorted(s.name for s in history.partial),
+        "images_per_second": round(n_train * config.epochs / train_seconds, 1),
+        "partial_structures": sorted(s.name for s in partial),
         "epoch_loss": [round(e.loss, 5) for e in history.epochs],
         "test": scores,
         "config": config.model_dump(mode="json"),
@@ -109,14 +109,14 @@ def run(config: CentralisedConfig) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, type=Path, help="TOML config file")
-    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--epochs", type=int, help="override epochs")
     parser.add_argument("--seed", type=int, help="override seed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         data = read_toml(args.config)
         if args.epochs is not None:
-            data.setdefault("train", {})["epochs"] = args.epochs
+            data["epochs"] = args.epochs
         if args.seed is not None:
             data["seed"] = args.seed
         run(validate_config(CentralisedConfig, data, args.config))

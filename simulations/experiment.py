@@ -2,12 +2,16 @@
 
 A site is either synthetic (``vendor`` + native ``format`` + number of ``cases``: generated
 once, reused) or a real dataset folder (``root`` + ``format`` [+ ``labelled``]). ``role =
-"test"`` marks an evaluation-only site (the unseen vendor). A condition says how a model is
-trained: ``federated`` (Flower simulation, FedAvg or FedProx), ``local`` (one model per site,
-on its own data) or ``centralised`` (one model on the pooled sites), with a loss and a
-label-dropout probability; ``labels = "full"`` trains on every structure of synthetic sites
-(the fully labelled upper bound). Every condition gets the same budget: ``rounds x
-local_epochs`` passes over each site's training data.
+"test"`` marks an evaluation-only site (the unseen vendor). ``[recipe]`` is the training
+recipe every condition starts from (:class:`common.recipe.Recipe`: model, preprocessing,
+optimiser, loss,
+label dropout, local training, aggregation). A condition says how a model is trained:
+``federated`` (Flower simulation), ``local`` (one model per site, on its own data) or
+``centralised`` (one model on the pooled sites), and what it changes in the recipe, written as
+nested keys (``recipe.loss.name = "naive"``, ``recipe.label_dropout.p = 0.5``,
+``recipe.aggregation.strategy = "fedprox"``); ``labels = "full"`` trains on every structure of
+synthetic sites (the fully labelled upper bound). Every condition gets the same budget:
+``rounds x recipe.train.epochs`` passes over each site's training data.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from common.config import (
     FormatName,
@@ -26,12 +30,12 @@ from common.config import (
     SiteName,
     SiteSpec,
     StrictModel,
+    format_validation_error,
 )
-from common.losses import LossName
-from common.model import ModelConfig
-from common.synthetic.federation import FederationConfig, SyntheticSiteConfig
-from common.synthetic.knobs import SynthesisKnobs
-from common.synthetic.vendors import VendorName
+from common.data.synthetic.federation import FederationConfig, SyntheticSiteConfig
+from common.data.synthetic.knobs import SynthesisKnobs
+from common.data.synthetic.vendors import VendorName
+from common.recipe import Recipe, merge
 
 
 class ExperimentSite(StrictModel):
@@ -69,11 +73,8 @@ class ExperimentSite(StrictModel):
 class Condition(StrictModel):
     name: str = Field(min_length=1, max_length=80)
     kind: Literal["federated", "local", "centralised"]
-    strategy: Literal["fedavg", "fedprox"] = "fedavg"
-    loss: LossName = "adaptive"
-    label_dropout_p: float = Field(default=0.0, ge=0.0, le=1.0)
-    proximal_mu: float = Field(default=0.0, ge=0.0)
     labels: Literal["partial", "full"] = "partial"
+    recipe: dict[str, Any] = Field(default_factory=dict)  # nested changes to [recipe]
 
     @property
     def slug(self) -> str:
@@ -82,26 +83,38 @@ class Condition(StrictModel):
 
 DEFAULT_CONDITIONS: list[Condition] = [
     Condition(name="FedAvg + adaptive CE", kind="federated"),
-    Condition(name="FedAvg + adaptive CE + label dropout", kind="federated", label_dropout_p=0.5),
-    Condition(name="FedAvg + naive CE", kind="federated", loss="naive"),
+    Condition(
+        name="FedAvg + adaptive CE + label dropout",
+        kind="federated",
+        recipe={"label_dropout": {"p": 0.5}},
+    ),
+    Condition(name="FedAvg + naive CE", kind="federated", recipe={"loss": {"name": "naive"}}),
     Condition(name="local only", kind="local"),
     Condition(name="centralised pooled", kind="centralised"),
 ]
 
 
 class Budget(StrictModel):
-    rounds: int = Field(default=10, ge=1)
-    local_epochs: int = Field(default=1, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-    batch_size: int = Field(default=16, ge=1)
-    dice_weight: float = Field(default=1.0, ge=0)
-    augment: bool = True
-    image_size: int = Field(default=128, ge=16)
-    model: ModelConfig = Field(default_factory=ModelConfig)
+    """Federated rounds; a pooled run trains ``rounds x recipe.train.epochs`` epochs."""
 
-    @property
-    def epochs(self) -> int:
-        return self.rounds * self.local_epochs
+    rounds: int = Field(default=10, ge=1)
+
+
+_MOVED = {  # [budget] keys of earlier configs -> where they live now
+    "local_epochs": "recipe.train.epochs",
+    "lr": "recipe.optimiser.lr",
+    "batch_size": "recipe.train.batch_size",
+    "dice_weight": "recipe.loss.dice_weight",
+    "augment": "recipe.train.augment.enabled",
+    "image_size": "recipe.preprocess.size",
+    "model": "recipe.model",
+}
+_MOVED_CONDITION = {
+    "loss": "recipe.loss.name",
+    "label_dropout_p": "recipe.label_dropout.p",
+    "strategy": "recipe.aggregation.strategy",
+    "proximal_mu": "recipe.aggregation.proximal_mu",
+}
 
 
 class ResourcesConfig(StrictModel):
@@ -118,7 +131,7 @@ class QuickOverrides(StrictModel):
     seeds: list[int] | None = Field(default=None, min_length=1)
     rounds: int | None = Field(default=None, ge=1)
     local_epochs: int | None = Field(default=None, ge=1)
-    image_size: int | None = Field(default=None, ge=16)
+    image_size: int | None = Field(default=None, ge=16)  # recipe.preprocess.size
     cases: dict[str, int] = Field(default_factory=dict)  # per site: cases, or max_cases (real)
 
 
@@ -130,13 +143,41 @@ class ExperimentConfig(StrictModel):
     cache_dir: Path = Path(".cache/echofl")
     knobs: SynthesisKnobs = Field(default_factory=SynthesisKnobs)
     budget: Budget = Field(default_factory=Budget)
+    recipe: Recipe = Field(default_factory=Recipe)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     conditions: list[Condition] = Field(default_factory=lambda: list(DEFAULT_CONDITIONS))
     sites: list[ExperimentSite] = Field(min_length=1)
     quick: QuickOverrides | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """Name the new place of a key that earlier configs had elsewhere."""
+        if not isinstance(data, dict):
+            return data
+        budget = data.get("budget") if isinstance(data.get("budget"), dict) else {}
+        moved = [f"budget.{k} is now {v}" for k, v in _MOVED.items() if k in budget]
+        for i, c in enumerate(data.get("conditions") or []):
+            if isinstance(c, dict):
+                moved += [
+                    f"conditions.{i}.{k} is now conditions.{i}.{v}"
+                    for k, v in _MOVED_CONDITION.items()
+                    if k in c
+                ]
+        if moved:
+            raise ValueError("; ".join(moved))
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> ExperimentConfig:
+        for condition in self.conditions:
+            if "preprocess" in condition.recipe:
+                raise ValueError(
+                    f"condition {condition.name!r}: recipe.preprocess cannot change per condition "
+                    "(every condition is scored on the same preprocessed data); set [recipe."
+                    "preprocess] for the whole experiment"
+                )
+            self.recipe_for(condition)
         names = [s.name for s in self.sites]
         if len(set(names)) != len(names):
             raise ValueError("site names must be unique")
@@ -160,17 +201,13 @@ class ExperimentConfig(StrictModel):
         if self.quick is None:
             raise ValueError(f"experiment {self.name!r} has no [quick] section")
         q = self.quick
-        budget = self.budget.model_copy(
-            update={
-                k: v
-                for k, v in (
-                    ("rounds", q.rounds),
-                    ("local_epochs", q.local_epochs),
-                    ("image_size", q.image_size),
-                )
-                if v is not None
-            }
-        )
+        budget = self.budget.model_copy(update={"rounds": q.rounds} if q.rounds else {})
+        changes: dict[str, Any] = {}
+        if q.local_epochs is not None:
+            changes["train"] = {"epochs": q.local_epochs}
+        if q.image_size is not None:
+            changes["preprocess"] = {"size": (q.image_size, q.image_size)}
+        recipe = Recipe.model_validate(merge(self.recipe, changes))
         sites = [  # a synthetic site generates fewer cases; a real one reads fewer
             s.model_copy(update={"cases" if s.synthetic else "max_cases": q.cases[s.name]})
             if s.name in q.cases
@@ -183,10 +220,24 @@ class ExperimentConfig(StrictModel):
                 "data_dir": self.data_dir.with_name(self.data_dir.name + "-quick"),
                 "seeds": q.seeds or self.seeds,
                 "budget": budget,
+                "recipe": recipe,
                 "sites": sites,
                 "quick": None,
             }
         )
+
+    def recipe_for(self, condition: Condition) -> Recipe:
+        """``[recipe]`` with the condition's changes; a bad change names the condition."""
+        try:
+            return Recipe.model_validate(merge(self.recipe, condition.recipe))
+        except ValidationError as exc:
+            error = format_validation_error(f"condition {condition.name!r}", exc)
+            raise ValueError(f"{error.source}: recipe.{error.problem}") from None
+
+    @property
+    def epochs(self) -> int:
+        """The budget of a pooled run: the same passes over the data as a federated one."""
+        return self.budget.rounds * self.recipe.train.epochs
 
     @property
     def train_sites(self) -> list[ExperimentSite]:
@@ -236,7 +287,8 @@ class ExperimentConfig(StrictModel):
     def run_key(self, condition: Condition, seed: int) -> str:
         """Hash of everything that determines one run's result (for resuming)."""
         payload = {
-            "condition": condition.model_dump(mode="json"),
+            "condition": {"kind": condition.kind, "labels": condition.labels},
+            "recipe": self.recipe_for(condition).model_dump(mode="json"),
             "seed": seed,
             "budget": self.budget.model_dump(mode="json"),
             "sites": [s.model_dump(mode="json") for s in self.sites],

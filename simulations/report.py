@@ -23,10 +23,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from common.cache import SiteData
-from common.metrics import STRUCTURES
-from common.model import build_unet
-from common.training import predict
+from common.data.cache import SiteData
+from common.training.loop import predict
+from common.training.metrics import STRUCTURES
+from common.training.model import build_unet
 from simulations.experiment import Condition, ExperimentConfig
 from simulations.study import study_markdown
 
@@ -107,7 +107,7 @@ def markdown_table(
 
 def plot_curves(results: Sequence[dict[str, Any]], config: ExperimentConfig, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    le = config.budget.local_epochs
+    le = config.recipe.train.epochs
     for cond in config.conditions:
         runs = [r for r in results if r["condition"] == cond.name]
         if not runs:
@@ -205,7 +205,7 @@ def plot_overlays(
             path = paths_by.get("all") or paths_by.get(site)
             if path is None or not path.is_file():
                 continue
-            model = build_unet(config.budget.model)
+            model = build_unet(config.recipe.model)
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             rows.append((cond_name, predict(model, images, device=device).numpy()))
         fig, axes = plt.subplots(
@@ -244,12 +244,17 @@ def write_report(
     csv_path, md_path = out_dir / "results.csv", out_dir / "results.md"
     write_csv(rows, csv_path)
     study = study_markdown(
-        results, conditions, labelled, [s.name for s in config.train_sites], sorted(test_only)
+        results,
+        conditions,
+        labelled,
+        [s.name for s in config.train_sites],
+        sorted(test_only),
+        config.recipe,
     )
     md_path.write_text(
         f"# {config.name}: test Dice per site and structure\n\n"
         f"Seeds: {', '.join(str(s) for s in config.seeds)}; budget {config.budget.rounds} rounds x "
-        f"{config.budget.local_epochs} local epoch(s) (= {config.budget.epochs} epochs for "
+        f"{config.recipe.train.epochs} local epoch(s) (= {config.epochs} epochs for "
         "local/centralised), final models. Synthetic sites are scored on the full ground truth "
         "(every structure); `*` marks a structure that site does not annotate"
         f"{' (evaluation-only sites: ' + ', '.join(sorted(test_only)) + ')' if test_only else ''}."

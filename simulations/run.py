@@ -19,11 +19,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common.cache import load_site_cached
 from common.config import read_toml, validate_config
+from common.data.cache import load_site_cached
+from common.data.synthetic.federation import generate_federation
 from common.errors import EchoflError
-from common.preprocess import PreprocessConfig
-from common.synthetic.federation import generate_federation
 from simulations.experiment import ExperimentConfig
 from simulations.runs import RunContext, engine_for, execute
 
@@ -65,7 +64,7 @@ def run_experiment(
     fed = config.synthetic_federation()
     if fed is not None:
         generate_federation(fed, progress=say)
-    pre = PreprocessConfig(size=(config.budget.image_size, config.budget.image_size))
+    pre = config.recipe.preprocess  # every condition trains and is scored on these data
     data = {
         s.name: load_site_cached(config.site_spec(s), pre, config.cache_dir) for s in config.sites
     }

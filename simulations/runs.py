@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from common.augment import Augmentation
-from common.cache import SiteData
-from common.checkpoint import load_checkpoint
+from common.data.cache import SiteData
+from common.federation import protocol
+from common.federation.run_settings import RunSettings, to_run_config
 from common.files import write_atomic
-from common.metrics import STRUCTURES
-from common.model import build_unet
-from common.pooled import LabelDropoutConfig, train_pooled
-from common.training import SegmentationTensors, TrainConfig, evaluate, resolve_device
+from common.labels import partially_labelled
+from common.security.checkpoint import load_checkpoint
+from common.training.loop import SegmentationTensors, resolve_device, train
+from common.training.model import build_unet
+from common.training.scoring import score_sites
 from fl_server.metrics_log import read_metrics_log
 from simulations.engine import Resources, SimulationEngine
 from simulations.experiment import Condition, ExperimentConfig
@@ -59,49 +59,8 @@ def finished(config: ExperimentConfig, condition: Condition, seed: int) -> dict[
     return result if result.get("key") == config.run_key(condition, seed) else None
 
 
-def score(
-    model: nn.Module,
-    sites: Mapping[str, SiteData],
-    device: torch.device,
-    split_of: Callable[[SiteData], SiteData],
-) -> dict[str, dict[str, float]]:
-    """Dice, area ratio and counts per site (full ground truth where present)."""
-    out = {}
-    for name, data in sites.items():
-        part = split_of(data)
-        if len(part) == 0:
-            continue
-        res = evaluate(model, SegmentationTensors.from_sites([part]), device=device)
-        row: dict[str, float] = {
-            "n": float(res.samples),
-            "full": float(part.full_masks is not None),
-        }
-        for s in STRUCTURES:
-            if res.scores.count[s] > 0:
-                row[s.name] = res.scores.dice[s]
-                row[f"area-{s.name}"] = res.scores.area_ratio[s]
-        out[name] = row
-    return out
-
-
-def _test(data: SiteData) -> SiteData:
-    return data.split("test")
-
-
 def _threads(config: ExperimentConfig) -> int:
     return config.resources.threads or os.cpu_count() or 1
-
-
-def _train_config(config: ExperimentConfig, condition: Condition) -> TrainConfig:
-    b = config.budget
-    return TrainConfig(
-        epochs=b.epochs,
-        batch_size=b.batch_size,
-        lr=b.lr,
-        loss=condition.loss,
-        dice_weight=b.dice_weight,
-        augment=Augmentation(enabled=b.augment),
-    )
 
 
 def _labels(data: SiteData, condition: Condition) -> SiteData:
@@ -111,10 +70,10 @@ def _labels(data: SiteData, condition: Condition) -> SiteData:
 def run_pooled(ctx: RunContext, condition: Condition, seed: int, out: Path) -> dict[str, Any]:
     """``centralised``: one model on every training site pooled; ``local``: one per site."""
     config = ctx.config
+    recipe = config.recipe_for(condition)
     torch.set_num_threads(_threads(config))
     device = resolve_device(config.resources.device)
     train_names = [s.name for s in config.train_sites]
-    dropout = LabelDropoutConfig(p=condition.label_dropout_p)
     groups = [train_names] if condition.kind == "centralised" else [[n] for n in train_names]
     test: dict[str, dict[str, float]] = {}
     curves: dict[str, list[float]] = {}
@@ -127,13 +86,16 @@ def run_pooled(ctx: RunContext, condition: Condition, seed: int, out: Path) -> d
         def on_epoch(epoch: int, stats: Any, val: Any, curve: list[float] = curve) -> None:
             curve.append(_mean_full_dice(val.scores.dice) if val is not None else math.nan)
 
-        model, _ = train_pooled(
-            parts,
-            train=_train_config(config, condition),
-            model_config=config.budget.model,
-            label_dropout=dropout,
+        torch.manual_seed(seed)
+        model = build_unet(recipe.model)
+        train(
+            model,
+            SegmentationTensors.from_sites(parts),
+            recipe,
             seed=seed,
             device=device,
+            partial=partially_labelled(p.labelled_set for p in parts),  # within this pool
+            epochs=config.epochs,
             validation=SegmentationTensors.from_sites(vals) if vals else None,
             on_epoch=on_epoch,
         )
@@ -142,7 +104,7 @@ def run_pooled(ctx: RunContext, condition: Condition, seed: int, out: Path) -> d
             if condition.kind == "centralised"
             else {names[0]: ctx.data[names[0]]}
         )
-        test.update(score(model, scored, device, _test))
+        test.update(score_sites(model, scored, split="test", device=device))
         key = "all" if condition.kind == "centralised" else names[0]
         curves[key] = curve
         torch.save(model.state_dict(), out / f"model-{key}.pt")
@@ -155,35 +117,25 @@ def _mean_full_dice(dice: Mapping[Any, float]) -> float:
 
 
 def run_federated(ctx: RunContext, condition: Condition, seed: int, out: Path) -> dict[str, Any]:
-    config, b = ctx.config, ctx.config.budget
+    config = ctx.config
+    recipe = config.recipe_for(condition)
     assert ctx.engine is not None
     sites = [config.site_spec(s) for s in config.train_sites]
     sites_file = out / "sites.json"
     sites_file.write_text(json.dumps([s.model_dump(mode="json") for s in sites], indent=2))
     parallel = max(1, int((os.cpu_count() or 1) // config.resources.cpus_per_site))
-    run_config = {
-        "num-server-rounds": b.rounds,
-        "local-epochs": b.local_epochs,
-        "lr": b.lr,
-        "batch-size": b.batch_size,
-        "loss": condition.loss,
-        "dice-weight": b.dice_weight,
-        "augment": b.augment,
-        "label-dropout-p": condition.label_dropout_p,
-        "strategy": condition.strategy,
-        "proximal-mu": condition.proximal_mu,
-        "min-sites": len(sites),
-        "image-size": b.image_size,
-        "model-channels": ",".join(str(c) for c in b.model.channels),
-        "model-res-units": b.model.num_res_units,
-        "seed": seed,
-        "device": config.resources.device,
-        "client-threads": config.resources.threads or max(1, (os.cpu_count() or 1) // parallel),
-        "output-dir": str(out.resolve()),
-        "cache-dir": str(config.cache_dir.resolve()),
-        "sim-sites": str(sites_file.resolve()),
-        "full-labels": condition.labels == "full",
-    }
+    settings = RunSettings(
+        recipe=recipe,
+        num_server_rounds=config.budget.rounds,
+        min_sites=len(sites),
+        seed=seed,
+        device=config.resources.device,
+        client_threads=config.resources.threads or max(1, (os.cpu_count() or 1) // parallel),
+        output_dir=str(out.resolve()),
+        cache_dir=str(config.cache_dir.resolve()),
+        sim_sites=str(sites_file.resolve()),
+        full_labels=condition.labels == "full",
+    )
     log_file = (out / "flower.log").open("w")
 
     def on_line(line: str) -> None:
@@ -192,7 +144,7 @@ def run_federated(ctx: RunContext, condition: Condition, seed: int, out: Path) -
             ctx.say(f"  {condition.name} / seed {seed}: {line.removeprefix('[echofl] ')}")
 
     try:
-        outcome = ctx.engine.run(ctx.app_dir, run_config, len(sites), on_line=on_line)
+        outcome = ctx.engine.run(ctx.app_dir, to_run_config(settings), len(sites), on_line=on_line)
     finally:
         log_file.close()
     if outcome.returncode != 0 or not (out / "checkpoints" / "final.pt").is_file():
@@ -200,26 +152,23 @@ def run_federated(ctx: RunContext, condition: Condition, seed: int, out: Path) -
             f"federated run failed (exit {outcome.returncode}); see {out / 'flower.log'}"
         )
     state, _ = load_checkpoint(out / "checkpoints" / "final.pt")
-    model = build_unet(b.model)
+    model = build_unet(recipe.model)
     model.load_state_dict(state)
     torch.set_num_threads(_threads(config))
     device = resolve_device(config.resources.device)
     rows = read_metrics_log(out / "metrics.jsonl")
     curve = [
-        _mean_full_dice(
-            {
-                s.name: r.get(f"full-dice-{s.name}", math.nan)
-                for s in STRUCTURES
-                if r.get(f"full-n-{s.name}", 0) > 0
-            }
-        )
+        _mean_full_dice(protocol.scored_dice(r, protocol.FULL))
         for r in sorted(
             (r for r in rows if r.get("phase") == "val" and r.get("site") == "*"),
             key=lambda r: r["round"],
         )
     ]
     torch.save(model.state_dict(), out / "model-all.pt")
-    return {"test": score(model, ctx.data, device, _test), "curves": {"all": curve}}
+    return {
+        "test": score_sites(model, ctx.data, split="test", device=device),
+        "curves": {"all": curve},
+    }
 
 
 def execute(ctx: RunContext, condition: Condition, seed: int) -> dict[str, Any]:

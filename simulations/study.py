@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from common.recipe import Recipe, merge
 from simulations.experiment import Condition
 
 STRUCTURES = ("LV", "MYO", "LA")
@@ -126,39 +127,54 @@ class Roles:
     local: str | None
 
 
-def roles(conditions: Sequence[Condition]) -> Roles:
-    def find(kind: str, **attrs: Any) -> list[Condition]:
+def roles(conditions: Sequence[Condition], base: Recipe | None = None) -> Roles:
+    """Which condition plays which part in the analysis, read from each condition's recipe
+    (``base`` with the condition's changes)."""
+    base = base or Recipe()
+
+    @dataclass(frozen=True)
+    class View:
+        name: str
+        kind: str
+        labels: str
+        loss: str
+        p: float
+        strategy: str
+
+    views = []
+    for c in conditions:
+        recipe = Recipe.model_validate(merge(base, c.recipe))
+        views.append(
+            View(
+                c.name,
+                c.kind,
+                c.labels,
+                recipe.loss.name,
+                recipe.label_dropout.p,
+                recipe.aggregation.strategy,
+            )
+        )
+
+    def find(kind: str, **attrs: Any) -> list[View]:
         return [
-            c
-            for c in conditions
-            if c.kind == kind and all(getattr(c, k) == v for k, v in attrs.items())
+            v for v in views if v.kind == kind and all(getattr(v, k) == x for k, x in attrs.items())
         ]
 
-    def first(items: list[Condition]) -> str | None:
+    def first(items: list[View]) -> str | None:
         return items[0].name if items else None
 
-    fed_partial = [c for c in find("federated", labels="partial", loss="adaptive")]
+    fed_partial = find("federated", labels="partial", loss="adaptive")
     return Roles(
-        adaptive=first(
-            [c for c in fed_partial if c.strategy == "fedavg" and c.label_dropout_p == 0]
-        ),
-        dropout=sorted(
-            (c.label_dropout_p, c.name)
-            for c in fed_partial
-            if c.strategy == "fedavg" and c.label_dropout_p > 0
-        ),
+        adaptive=first([v for v in fed_partial if v.strategy == "fedavg" and v.p == 0]),
+        dropout=sorted((v.p, v.name) for v in fed_partial if v.strategy == "fedavg" and v.p > 0),
         fedprox_dropout=sorted(
-            (c.label_dropout_p, c.name)
-            for c in fed_partial
-            if c.strategy == "fedprox" and c.label_dropout_p > 0
+            (v.p, v.name) for v in fed_partial if v.strategy == "fedprox" and v.p > 0
         ),
         upper=first(find("federated", labels="full")),
         naive=first(find("federated", loss="naive")),
-        central=first(find("centralised", loss="adaptive", label_dropout_p=0.0, labels="partial")),
+        central=first(find("centralised", loss="adaptive", p=0.0, labels="partial")),
         central_dropout=sorted(
-            (c.label_dropout_p, c.name)
-            for c in find("centralised", loss="adaptive", labels="partial")
-            if c.label_dropout_p > 0
+            (v.p, v.name) for v in find("centralised", loss="adaptive", labels="partial") if v.p > 0
         ),
         local=first(find("local")),
     )
@@ -186,9 +202,10 @@ def study_markdown(
     labelled: Mapping[str, set[str]],
     train_sites: Sequence[str],
     test_sites: Sequence[str],
+    base: Recipe | None = None,
 ) -> str:
     """The study's analysis sections (Markdown), computed from the runs' results."""
-    r = roles(conditions)
+    r = roles(conditions, base)
 
     def scored(cells: list[Cell]) -> list[Cell]:  # a site without a test split scores nothing
         return [c for c in cells if any(c.structure in x["test"].get(c.site, {}) for x in results)]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.cache import SiteData
-from common.formats.recording import Recording
+from common.data.cache import SiteData
+from common.data.formats.recording import Recording
+from common.data.sample import Split
 from common.labels import Structure, labelled_vector
-from common.sample import Split
 
 
 def blob_site(

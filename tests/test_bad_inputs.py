@@ -26,12 +26,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from common.checkpoint import save_checkpoint
 from common.config import SiteSpec
+from common.data.formats import write_site
 from common.errors import ConfigError
-from common.formats import write_site
-from common.pki import init_pki, load_signing_key
-from common.run_settings import parse_run_settings
+from common.federation.run_settings import parse_run_settings
+from common.security.checkpoint import save_checkpoint
+from common.security.pki import init_pki, load_signing_key
 from fl_client import cli as fl_client_cli
 from fl_server import cli as fl_server_cli
 from simulations import centralised

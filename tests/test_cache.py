@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.cache import load_site_cached
 from common.config import SiteSpec
+from common.data.cache import load_site_cached
+from common.data.formats import write_site
+from common.data.preprocess import PreprocessConfig, resize_labels
 from common.errors import ConfigError
-from common.formats import write_site
 from common.labels import Structure
-from common.preprocess import PreprocessConfig, resize_labels
 from tests.helpers import build_recording, draw_labels
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.cache import load_site_cached
 from common.config import SiteSpec
+from common.data.cache import load_site_cached
+from common.data.preprocess import PreprocessConfig
+from common.data.synthetic.federation import FederationConfig, generate_federation
 from common.labels import Structure
-from common.model import ModelConfig
-from common.pooled import LabelDropoutConfig, train_pooled
-from common.preprocess import PreprocessConfig
-from common.synthetic.federation import FederationConfig, generate_federation
-from common.training import SegmentationTensors, TrainConfig, evaluate
+from common.recipe import Recipe
+from common.training.loop import SegmentationTensors, evaluate
+from common.training.model import build_unet
 
 
 @pytest.mark.slow
@@ -46,13 +46,18 @@ def test_short_centralised_training_on_one_vendor(tmp_path: Path) -> None:
     )
     train, test = data.split("train"), data.split("test")
     assert len(train) == 112 and len(test) == 48
-    model, history = train_pooled(
-        [train],
-        train=TrainConfig(epochs=25, batch_size=16, lr=1e-3, dice_weight=1.0),
-        model_config=ModelConfig(),
-        label_dropout=LabelDropoutConfig(),
+    recipe = Recipe.model_validate(
+        {"optimiser": {"lr": 1e-3}, "loss": {"dice_weight": 1.0}, "train": {"batch_size": 16}}
+    )
+    torch.manual_seed(0)
+    model = build_unet(recipe.model)
+    history = train(
+        model,
+        SegmentationTensors.from_sites([train]),
+        recipe,
         seed=0,
         device=torch.device("cpu"),
+        epochs=25,
     )
     scores = evaluate(
         model, SegmentationTensors.from_sites([test]), device=torch.device("cpu")

@@ -10,9 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from common.checkpoint import load_checkpoint, save_checkpoint
 from common.errors import ConfigError, DataError
-from common.pki import (
+from common.security.checkpoint import load_checkpoint, save_checkpoint
+from common.security.pki import (
     PkiPaths,
     add_site_keys,
     check_ca_certificate,

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from common.label_dropout import LabelDropout
 from common.labels import Structure, partially_labelled
+from common.training.label_dropout import LabelDropout
 
 
 def full_batch(n: int, size: int = 6) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.losses import AdaptiveCrossEntropy, MarginalDiceLoss, SegmentationLoss
+from common.training.losses import AdaptiveCrossEntropy, MarginalDiceLoss, SegmentationLoss
 
 
 def labelled_rows(*sets: set[int]) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from common.labels import Structure
-from common.metrics import DiceAccumulator, dice_per_image
+from common.training.metrics import DiceAccumulator, dice_per_image
 
 
 def test_dice_per_image_exact() -> None:

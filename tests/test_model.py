@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from common.model import ModelConfig, build_unet, load_unet
+from common.training.model import ModelConfig, build_unet, load_unet
 
 SMALL = ModelConfig(channels=(4, 8, 16))
 
@@ -43,7 +43,7 @@ def test_cached_network_trains_exactly_like_the_monai_one(tmp_path: Path) -> Non
 def test_a_fresh_process_loads_it_without_monai(tmp_path: Path) -> None:
     load_unet(SMALL, tmp_path)
     code = (
-        "import sys; from common.model import ModelConfig, load_unet; "
+        "import sys; from common.training.model import ModelConfig, load_unet; "
         f"m = load_unet(ModelConfig(channels=(4, 8, 16)), {str(tmp_path)!r}); "
         "print(sum(p.numel() for p in m.parameters()), 'monai' in sys.modules)"
     )

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.model import build_unet
-from common.packing import PACKED_FLOAT, PACKED_INT, pack, unpack
+from common.federation.packing import PACKED_FLOAT, PACKED_INT, pack, unpack
+from common.training.model import build_unet
 
 
 def test_round_trip_exact_and_float16_comes_back_as_float32() -> None:

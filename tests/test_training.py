@@ -3,39 +3,48 @@
 import pytest
 import torch
 
-from common.augment import Augmentation
-from common.label_dropout import LabelDropout
-from common.labels import Structure
-from common.model import ModelConfig, build_unet
-from common.pooled import LabelDropoutConfig, dropout_for, train_pooled
-from common.training import (
+from common.labels import Structure, partially_labelled
+from common.recipe import LabelDropoutSettings, Recipe
+from common.training.label_dropout import LabelDropout
+from common.training.loop import (
     ProximalTerm,
     SegmentationTensors,
-    TrainConfig,
     evaluate,
-    make_loss,
-    make_optimiser,
+    label_dropout_for,
+    train,
     train_one_epoch,
 )
+from common.training.losses import SegmentationLoss
+from common.training.model import ModelConfig, build_unet
 from tests.helpers import blob_site
 
 SMALL = ModelConfig(channels=(8, 16, 32), num_res_units=1)
 CPU = torch.device("cpu")
 
 
+def recipe(**sections: dict) -> Recipe:
+    return Recipe.model_validate({"model": SMALL.model_dump(), **sections})
+
+
+def pooled(sites: list, config: Recipe, seed: int) -> tuple[torch.nn.Module, object]:
+    """A pooled run as the baselines do it: seeded U-Net, then the one train entry point."""
+    torch.manual_seed(seed)
+    model = build_unet(config.model)
+    partial = partially_labelled(s.labelled_set for s in sites)
+    history = train(
+        model, SegmentationTensors.from_sites(sites), config, seed=seed, device=CPU, partial=partial
+    )
+    return model, history
+
+
 def test_training_learns_blobs() -> None:
     torch.set_num_threads(2)
-    train = blob_site(96, seed=1)
+    site = blob_site(96, seed=1)
     test = SegmentationTensors.from_sites([blob_site(24, seed=2)])
-    config = TrainConfig(epochs=12, batch_size=8, lr=3e-3, augment=Augmentation(enabled=False))
-    model, history = train_pooled(
-        [train],
-        train=config,
-        model_config=SMALL,
-        label_dropout=LabelDropoutConfig(),
-        seed=0,
-        device=CPU,
+    config = recipe(
+        optimiser={"lr": 3e-3}, train={"epochs": 12, "batch_size": 8, "augment": {"enabled": False}}
     )
+    model, history = pooled([site], config, seed=0)
     assert history.epochs[-1].loss < history.epochs[0].loss
     scores = evaluate(model, test, device=CPU).scores
     assert scores.dice[Structure.LV] > 0.85
@@ -44,17 +53,9 @@ def test_training_learns_blobs() -> None:
 
 def test_same_seed_gives_identical_weights() -> None:
     site = blob_site(16, seed=3)
-    config = TrainConfig(epochs=1, batch_size=4)
-    drop = LabelDropoutConfig(p=0.5, structures=["MYO"])
-    runs = [
-        train_pooled(
-            [site], train=config, model_config=SMALL, label_dropout=drop, seed=7, device=CPU
-        )[0].state_dict()
-        for _ in range(2)
-    ]
-    other = train_pooled(
-        [site], train=config, model_config=SMALL, label_dropout=drop, seed=8, device=CPU
-    )[0].state_dict()
+    config = recipe(train={"batch_size": 4}, label_dropout={"p": 0.5, "structures": ["MYO"]})
+    runs = [pooled([site], config, seed=7)[0].state_dict() for _ in range(2)]
+    other = pooled([site], config, seed=8)[0].state_dict()
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
     assert not all(torch.equal(runs[0][k], other[k]) for k in runs[0])
 
@@ -62,10 +63,13 @@ def test_same_seed_gives_identical_weights() -> None:
 def test_dropout_structures_come_from_the_sites_labelled_sets() -> None:
     full = blob_site(4, labelled=frozenset(Structure), name="A")
     lv_only = blob_site(4, labelled=frozenset({Structure.LV}), name="B")
-    dropout = dropout_for([full, lv_only], LabelDropoutConfig(p=0.5))
+    partial = partially_labelled([full.labelled_set, lv_only.labelled_set])
+    dropout = label_dropout_for(LabelDropoutSettings(p=0.5), partial)
     assert dropout is not None
     assert set(dropout.probabilities) == {Structure.MYO, Structure.LA}
-    assert dropout_for([full, lv_only], LabelDropoutConfig(p=0.0)) is None
+    assert label_dropout_for(LabelDropoutSettings(p=0.0), partial) is None
+    named = label_dropout_for(LabelDropoutSettings(p=0.5, structures=("MYO",)), partial)
+    assert named is not None and set(named.probabilities) == {Structure.MYO}
 
 
 def test_evaluate_scores_only_labelled_structures_without_full_truth() -> None:
@@ -93,17 +97,17 @@ def test_proximal_term_pulls_towards_the_global_weights() -> None:
 def test_epoch_reports_data_time_and_sample_count() -> None:
     site = blob_site(10)
     model = build_unet(SMALL)
-    config = TrainConfig(batch_size=4)
+    config = recipe(train={"batch_size": 4})
     stats = train_one_epoch(
         model,
         SegmentationTensors.from_sites([site]),
-        make_optimiser(model, config),
-        make_loss(config),
+        config.optimiser.build(model.parameters()),
+        SegmentationLoss(config.loss.name, dice_weight=config.loss.dice_weight),
         batch_size=4,
         generator=torch.Generator().manual_seed(0),
         device=CPU,
         dropout=LabelDropout.for_partial([Structure.LA], 0.5),
-        augmentation=config.augment,
+        augmentation=config.train.augment,
     )
     assert stats.samples == 10
     assert 0 < stats.data_seconds < stats.seconds

@@ -27,13 +27,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-import common.formats
-from common import pki
+import common.data.formats
 from common.config import validate_config
+from common.data.formats import format_module
+from common.federation.run_settings import parse_run_settings
 from common.files import write_atomic
-from common.formats import format_module
-from common.pki import LOOPBACK, PkiPaths, make_signing_keys
-from common.run_settings import parse_run_settings
+from common.security import pki
+from common.security.pki import LOOPBACK, PkiPaths, make_signing_keys
 from fl_client import cli as client_cli
 from fl_client import site_config
 from fl_client.site_config import SiteConfig, load_site_config
@@ -86,7 +86,7 @@ SERVER_SUBCOMMANDS = {
 
 
 def _tool_flags() -> dict[str, set[str]]:
-    from common.synthetic import cli as synth_cli
+    from common.data.synthetic import cli as synth_cli
 
     return {"fl-client": _help_flags(client_cli.main), "echofl-synth": _help_flags(synth_cli.main)}
 
@@ -296,7 +296,7 @@ def test_relative_links_in_guides_resolve() -> None:
 
 def test_messages_quoted_in_the_hospital_guide_are_the_clients() -> None:
     guide = (ROOT / "docs" / "hospital-quickstart.md").read_text()
-    modules = (client_cli, server_cli, pki, site_config, common.formats)
+    modules = (client_cli, server_cli, pki, site_config, common.data.formats)
     sources = "".join(inspect.getsource(m) for m in modules)
     sources = re.sub(r"\"\s*\n\s*f?\"", "", sources)  # join implicitly concatenated literals
     for phrase in [
@@ -521,7 +521,7 @@ def test_compose_volumes() -> None:
 
 
 def test_demo_site_files_match_compose_and_synthetic_data() -> None:
-    from common.synthetic.federation import FederationConfig
+    from common.data.synthetic.federation import FederationConfig
 
     federation = validate_config(
         FederationConfig,

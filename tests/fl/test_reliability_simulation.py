@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.checkpoint import load_checkpoint
 from common.config import SiteSpec
+from common.data.synthetic.federation import FederationConfig, generate_federation
 from common.processes import family, processes_mentioning
-from common.synthetic.federation import FederationConfig, generate_federation
+from common.security.checkpoint import load_checkpoint
 from fl_server.metrics_log import read_metrics_log
 from simulations.engine import SimulationEngine
 

@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from common.cache import load_site_cached
-from common.checkpoint import load_checkpoint
 from common.config import SiteSpec
+from common.data.cache import load_site_cached
+from common.data.preprocess import PreprocessConfig
+from common.data.synthetic.federation import FederationConfig, generate_federation
+from common.federation.site_round import evaluate_site
 from common.labels import Structure, partially_labelled
-from common.local_training import evaluate_local
-from common.model import ModelConfig, build_unet
-from common.preprocess import PreprocessConfig
-from common.synthetic.federation import FederationConfig, generate_federation
+from common.recipe import Recipe
+from common.security.checkpoint import load_checkpoint
+from common.training.model import ModelConfig, build_unet
 from fl_server.metrics_log import read_metrics_log
 from simulations.engine import SimulationEngine
 
@@ -209,7 +210,7 @@ def test_server_side_test_scores_match_a_local_rescoring(run: dict) -> None:
     model.load_state_dict(state)
     for spec in run["specs"]:
         data = load_site_cached(spec, PreprocessConfig(size=(SIZE, SIZE)), run["base"] / "cache")
-        local = evaluate_local(model, data.split("test"), device=torch.device("cpu"))
+        local = evaluate_site(model, data.split("test"), Recipe(), device=torch.device("cpu"))
         remote = summary["test"][spec.name]
         for s in ("LV", "MYO", "LA"):
             assert remote[f"full-dice-{s}"] == pytest.approx(local[f"full-dice-{s}"], abs=1e-6)

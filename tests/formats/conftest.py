@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from common.formats.recording import Recording
+from common.data.formats.recording import Recording
 from tests.helpers import build_recording
 
 MakeRecording = Callable[..., Recording]

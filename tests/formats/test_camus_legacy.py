@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from common.data.formats import camus_legacy
+from common.data.formats.camus_nifti import read_cfg
+from common.data.formats.recording import Recording
+from common.data.formats.splits import hash_split
+from common.data.sample import Split
 from common.errors import DataError
-from common.formats import camus_legacy
-from common.formats.camus_nifti import read_cfg
-from common.formats.recording import Recording
-from common.formats.splits import hash_split
 from common.labels import Structure
-from common.sample import Split
 
 from .conftest import MakeRecording
 

@@ -9,10 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from common.data.formats import camus_nifti
+from common.data.formats.recording import Recording
+from common.data.formats.splits import hash_split
 from common.errors import DataError
-from common.formats import camus_nifti
-from common.formats.recording import Recording
-from common.formats.splits import hash_split
 from common.labels import Structure
 
 from .conftest import MakeRecording

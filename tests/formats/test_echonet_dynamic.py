@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.data.formats import echonet_dynamic
+from common.data.formats.lv_tracing import disk_volume_ml, trace_lv, tracing_mask
+from common.data.formats.recording import Recording
 from common.errors import DataError
-from common.formats import echonet_dynamic
-from common.formats.lv_tracing import disk_volume_ml, trace_lv, tracing_mask
-from common.formats.recording import Recording
 from common.labels import Structure
 
 from .conftest import MakeRecording, dice

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from common.data.formats import folder
+from common.data.formats.recording import Recording
+from common.data.formats.splits import hash_split
 from common.errors import DataError
-from common.formats import folder
-from common.formats.recording import Recording
-from common.formats.splits import hash_split
 from common.labels import Structure
 
 from .conftest import MakeRecording

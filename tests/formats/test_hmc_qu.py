@@ -9,10 +9,10 @@ import openpyxl
 import pytest
 import scipy.io
 
+from common.data.formats import hmc_qu
+from common.data.formats.recording import Recording
+from common.data.formats.splits import hash_split
 from common.errors import DataError
-from common.formats import hmc_qu
-from common.formats.recording import Recording
-from common.formats.splits import hash_split
 from common.labels import Structure
 
 from .conftest import MakeRecording

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.data.formats import FORMATS, load_site, write_site
 from common.errors import DataError
-from common.formats import FORMATS, load_site, write_site
 from common.labels import Structure
 
 from .conftest import MakeRecording

@@ -44,13 +44,17 @@ def test_cells_and_roles() -> None:
     assert len(annotated_cells(labelled, ["A", "B", "C"])) == 5
     conditions = [
         Condition(name="ad", kind="federated"),
-        Condition(name="ld5", kind="federated", label_dropout_p=0.5),
-        Condition(name="ld2", kind="federated", label_dropout_p=0.25),
-        Condition(name="prox", kind="federated", strategy="fedprox", label_dropout_p=0.5),
+        Condition(name="ld5", kind="federated", recipe={"label_dropout": {"p": 0.5}}),
+        Condition(name="ld2", kind="federated", recipe={"label_dropout": {"p": 0.25}}),
+        Condition(
+            name="prox",
+            kind="federated",
+            recipe={"aggregation": {"strategy": "fedprox"}, "label_dropout": {"p": 0.5}},
+        ),
         Condition(name="up", kind="federated", labels="full"),
         Condition(name="cen", kind="centralised"),
-        Condition(name="cen-ld", kind="centralised", label_dropout_p=0.5),
-        Condition(name="naive", kind="federated", loss="naive"),
+        Condition(name="cen-ld", kind="centralised", recipe={"label_dropout": {"p": 0.5}}),
+        Condition(name="naive", kind="federated", recipe={"loss": {"name": "naive"}}),
         Condition(name="loc", kind="local"),
     ]
     r = roles(conditions)

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from common.cache import load_site_cached
 from common.config import load_config
+from common.data.cache import load_site_cached
 from common.labels import Structure
-from common.preprocess import PreprocessConfig
 from fl_server.loopback import Cluster
 from simulations.experiment import ExperimentConfig
 
@@ -26,8 +25,7 @@ LV, MYO, LA = Structure.LV, Structure.MYO, Structure.LA
 def labelled_sets(config: ExperimentConfig, tmp: Path) -> dict[str, frozenset[Structure]]:
     out = {}
     for site in config.train_sites:
-        size = (config.budget.image_size, config.budget.image_size)
-        data = load_site_cached(config.site_spec(site), PreprocessConfig(size=size), tmp / "c")
+        data = load_site_cached(config.site_spec(site), config.recipe.preprocess, tmp / "c")
         out[site.name] = frozenset(data.labelled_set)
     return out
 

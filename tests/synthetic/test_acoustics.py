@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.synthetic.acoustics import (
+from common.data.synthetic.acoustics import (
     RAYLEIGH_LOG_STD_DB,
     RAYLEIGH_MEAN_OVER_STD,
     complex_scatterers,
@@ -15,8 +15,8 @@ from common.synthetic.acoustics import (
     psf_blur,
     scan_convert,
 )
-from common.synthetic.geometry import PolarGrid, SectorGeometry, scan_maps
-from common.synthetic.vendors import VENDORS
+from common.data.synthetic.geometry import PolarGrid, SectorGeometry, scan_maps
+from common.data.synthetic.vendors import VENDORS
 
 GRID = PolarGrid(SectorGeometry(150.0, 80.0), 400, 256)
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from common.synthetic.anatomy import (
+from common.data.synthetic.anatomy import (
     HeartParams,
     Placement,
     cycle_phases,
@@ -15,10 +15,10 @@ from common.synthetic.anatomy import (
     heart_at,
     sample_heart,
 )
-from common.synthetic.geometry import SectorGeometry
-from common.synthetic.knobs import PHENOTYPES
-from common.synthetic.polygons import fill_polygon, polygon_area
-from common.synthetic.tissue import Tissue
+from common.data.synthetic.geometry import SectorGeometry
+from common.data.synthetic.knobs import PHENOTYPES
+from common.data.synthetic.polygons import fill_polygon, polygon_area
+from common.data.synthetic.tissue import Tissue
 
 ORIGIN = Placement((0.0, 0.0), 0.0, 1.0)
 

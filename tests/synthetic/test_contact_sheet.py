@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common.synthetic import contact_sheet
-from common.synthetic.vendors import VENDORS
+from common.data.synthetic import contact_sheet
+from common.data.synthetic.vendors import VENDORS
 
 
 def test_sheet_has_rows_columns_and_label_outlines(tmp_path: Path) -> None:

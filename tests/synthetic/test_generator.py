@@ -7,21 +7,21 @@ import math
 import numpy as np
 import pytest
 
-from common.formats.recording import Recording
-from common.labels import Structure
-from common.synthetic.anatomy import heart_at
-from common.synthetic.generator import (
+from common.data.formats.recording import Recording
+from common.data.synthetic.anatomy import heart_at
+from common.data.synthetic.generator import (
     assign_splits,
     case_seed,
     generate_recording,
     generate_site,
     render_case,
 )
-from common.synthetic.geometry import sector_mask
-from common.synthetic.knobs import PHENOTYPES, SynthesisKnobs
-from common.synthetic.polygons import fill_polygon
-from common.synthetic.tissue import Tissue
-from common.synthetic.vendors import VENDORS
+from common.data.synthetic.geometry import sector_mask
+from common.data.synthetic.knobs import PHENOTYPES, SynthesisKnobs
+from common.data.synthetic.polygons import fill_polygon
+from common.data.synthetic.tissue import Tissue
+from common.data.synthetic.vendors import VENDORS
+from common.labels import Structure
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

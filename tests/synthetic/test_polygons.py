@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from common.synthetic.polygons import (
+from common.data.synthetic.polygons import (
     densify,
     ellipse,
     fill_polygon,

@@ -6,9 +6,9 @@ import numpy as np
 import pydantic
 import pytest
 
-from common.synthetic.knobs import SynthesisKnobs
-from common.synthetic.quality import Artefacts, sample_artefacts, sample_quality
-from common.synthetic.vendors import VENDORS
+from common.data.synthetic.knobs import SynthesisKnobs
+from common.data.synthetic.quality import Artefacts, sample_artefacts, sample_quality
+from common.data.synthetic.vendors import VENDORS
 
 
 def _draw(vendor: str, quality: str, difficulty: float, n: int = 300) -> list[Artefacts]:

@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
+from common.data.synthetic.generator import render_case
+from common.data.synthetic.geometry import sector_mask
+from common.data.synthetic.vendors import TRAINING_VENDORS, UNSEEN_VENDOR, VENDORS
 from common.labels import Structure
-from common.synthetic.generator import render_case
-from common.synthetic.geometry import sector_mask
-from common.synthetic.vendors import TRAINING_VENDORS, UNSEEN_VENDOR, VENDORS
 
 N_CASES = 10
 T_MIN = 5.0

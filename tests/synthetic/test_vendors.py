@@ -5,14 +5,14 @@ from __future__ import annotations
 import pydantic
 import pytest
 
-from common.labels import Structure
-from common.synthetic.vendors import (
+from common.data.synthetic.vendors import (
     TRAINING_VENDORS,
     UNSEEN_VENDOR,
     VENDORS,
     VendorProfile,
     get_vendor,
 )
+from common.labels import Structure
 
 # (sector deg, depth mm, MHz, axial mm, lat0 mm, lat slope, DR dB, gain dB, gamma, TGC,
 #  haze, smoothing px, dropout prob, shadow prob) from the table in docs/echo-data.md

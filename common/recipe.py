@@ -1,0 +1,216 @@
+"""The training recipe: every setting that decides how a model is trained, in one typed model.
+
+One nested :class:`Recipe` (model, preprocessing, optimiser, loss, label dropout, local
+training, aggregation) is used by every path: the federated run config, the centralised and
+local-only baselines and the research harness's experiment configs. Flower's run config is
+flat (hyphenated keys, scalar values); :func:`recipe_to_flat` and :func:`recipe_from_flat`
+convert in one place, by a rule, so a new setting is one field here:
+
+* the flat key of a leaf is its field name hyphenated (``weight_decay`` -> ``weight-decay``),
+  unless :data:`FLAT_NAMES` names it (``optimiser.lr`` -> ``lr``);
+* tuples and optional lists travel as comma-separated strings, a square image as one side.
+
+The defaults of ``pyproject.toml`` ``[tool.flwr.app.config]`` are the flat form of
+``Recipe()`` plus :class:`common.federation.run_settings.RunOptions` (a test checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common.config import format_validation_error
+from common.data.preprocess import PreprocessConfig
+from common.errors import ConfigError
+from common.training.augment import Augmentation
+from common.training.losses import LossName
+from common.training.model import ModelConfig
+
+StrategyName = Literal["fedavg", "fedprox", "fedmedian", "fedtrimmedavg"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class OptimiserSettings(_Section):
+    """Local optimiser of every site (and of the pooled baselines)."""
+
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(default=1e-3, gt=0, le=1)
+    momentum: float = Field(default=0.9, ge=0, lt=1)  # SGD only
+
+    def build(self, parameters: Iterator[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        if self.name == "sgd":
+            return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum)
+        return torch.optim.Adam(parameters, lr=self.lr)
+
+
+class LossSettings(_Section):
+    """``name``: adaptive (marginal) CE or naive CE; ``dice_weight``: marginal Dice term."""
+
+    name: LossName = "adaptive"
+    dice_weight: float = Field(default=1.0, ge=0)
+
+
+class LabelDropoutSettings(_Section):
+    """``p``: drop probability of each partially labelled structure (0 = off). ``structures``:
+    None = every structure partially labelled across the training sites (the paper's rule)."""
+
+    p: float = Field(default=0.0, ge=0.0, le=1.0)
+    structures: tuple[str, ...] | None = None
+
+
+class LocalTraining(_Section):
+    """Passes over a site's data per round (or per epoch of a pooled run), batches, AMP."""
+
+    epochs: int = Field(default=1, ge=1, le=10_000)
+    batch_size: int = Field(default=16, ge=1, le=4096)
+    augment: Augmentation = Field(default_factory=Augmentation)
+    amp: bool = True  # only takes effect on CUDA
+
+
+class AggregationSettings(_Section):
+    """How the coordinator combines the sites' updates, and which updates it accepts."""
+
+    strategy: StrategyName = "fedavg"
+    proximal_mu: float = Field(default=0.0, ge=0)  # FedProx only
+    trim_beta: float = Field(default=0.2, ge=0, lt=0.5)  # FedTrimmedAvg only
+    update_norm_factor: float = Field(default=10.0, ge=0)  # 0: off
+
+    @property
+    def site_proximal_mu(self) -> float:
+        """The proximal term a site adds (FedProx only)."""
+        return self.proximal_mu if self.strategy == "fedprox" else 0.0
+
+
+class Recipe(_Section):
+    """Everything that decides how a model is trained (see the module docstring)."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    optimiser: OptimiserSettings = Field(default_factory=OptimiserSettings)
+    loss: LossSettings = Field(default_factory=LossSettings)
+    label_dropout: LabelDropoutSettings = Field(default_factory=LabelDropoutSettings)
+    train: LocalTraining = Field(default_factory=LocalTraining)
+    aggregation: AggregationSettings = Field(default_factory=AggregationSettings)
+
+
+# Flat names that are not the hyphenated field name (kept as the run config always spelled them).
+FLAT_NAMES: dict[tuple[str, ...], str] = {
+    ("model", "channels"): "model-channels",
+    ("model", "num_res_units"): "model-res-units",
+    ("model", "dropout"): "model-dropout",
+    ("model", "norm"): "model-norm",
+    ("preprocess", "size"): "image-size",
+    ("optimiser", "name"): "optimiser",
+    ("loss", "name"): "loss",
+    ("label_dropout", "p"): "label-dropout-p",
+    ("label_dropout", "structures"): "label-dropout-structures",
+    ("train", "epochs"): "local-epochs",
+    ("train", "augment", "enabled"): "augment",
+}
+
+
+def _leaves(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from _leaves(annotation, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+def _flat_name(path: tuple[str, ...]) -> str:
+    if path in FLAT_NAMES:
+        return FLAT_NAMES[path]
+    if path[:2] == ("train", "augment"):
+        return "augment-" + path[-1].replace("_", "-")
+    return path[-1].replace("_", "-")
+
+
+RECIPE_KEYS: dict[str, tuple[str, ...]] = {_flat_name(p): p for p in _leaves(Recipe)}
+if len(RECIPE_KEYS) != len(list(_leaves(Recipe))):  # pragma: no cover - a programming error
+    raise RuntimeError("two recipe settings map to the same run-config key")
+
+
+def _get(obj: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        obj = getattr(obj, part)
+    return obj
+
+
+def _to_flat(path: tuple[str, ...], value: Any) -> bool | int | float | str:
+    if path == ("preprocess", "size"):
+        return int(value[0])
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value)
+    if value is None:
+        return ""
+    return value
+
+
+def _from_flat(path: tuple[str, ...], value: Any) -> Any:
+    if path == ("preprocess", "size"):
+        return (value, value) if isinstance(value, int) else value
+    if path == ("model", "channels") and isinstance(value, str):
+        try:
+            return tuple(int(c) for c in value.split(","))
+        except ValueError:
+            raise ValueError(
+                f"model-channels must be comma-separated integers, got {value!r}"
+            ) from None
+    if path == ("label_dropout", "structures") and isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip()) or None
+    return value
+
+
+def recipe_to_flat(recipe: Recipe) -> dict[str, bool | int | float | str]:
+    """The recipe as flat run-config entries (``{"lr": 0.001, "model-channels": "8,16"...}``)."""
+    if recipe.preprocess.size[0] != recipe.preprocess.size[1]:
+        raise ValueError(f"the run config carries square images only, got {recipe.preprocess.size}")
+    return {key: _to_flat(path, _get(recipe, path)) for key, path in RECIPE_KEYS.items()}
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat recipe entries -> the nested dict :class:`Recipe` validates (keys not in
+    :data:`RECIPE_KEYS` are ignored)."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        path = RECIPE_KEYS.get(key)
+        if path is None:
+            continue
+        node = nested
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _from_flat(path, value)
+    return nested
+
+
+def recipe_from_flat(flat: Mapping[str, Any], source: str = "run config") -> Recipe:
+    """Flat run-config entries -> :class:`Recipe`; a bad value is a :class:`ConfigError` that
+    names the flat key (``lr: Input should be less than or equal to 1``)."""
+    try:
+        return Recipe.model_validate(nest(flat))
+    except ValidationError as exc:
+        names = {path: key for key, path in RECIPE_KEYS.items()}
+        raise format_validation_error(source, exc, names) from None
+    except ValueError as exc:  # a flat value that does not parse (model-channels)
+        raise ConfigError(source, str(exc)) from None
+
+
+def merge(base: Recipe, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` as a nested dict with ``overrides`` (nested) merged in, for validation."""
+
+    def deep(into: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+        for key, value in update.items():
+            if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+                into[key] = deep(dict(into[key]), value)
+            else:
+                into[key] = value
+        return into
+
+    return deep(base.model_dump(), overrides)

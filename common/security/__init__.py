@@ -1,0 +1,1 @@
+"""Security: the PKI (CA, TLS and site keys) and signed checkpoints."""

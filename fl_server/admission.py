@@ -1,0 +1,100 @@
+"""Which connected nodes are sites of this run: query, registry check, waiting with a deadline.
+
+One collaborator of the strategy, testable without Flower's engine: anything with
+``get_node_ids()`` is a grid, and the query is a function ``(grid, node_ids) -> [SiteInfo]``.
+A node seen for the first time is queried and its declared name checked against the registry;
+it is admitted (a site of the run from then on) or refused (never asked again). A node that
+does not answer the query stays unknown and is asked again the next time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from fl_server.metrics_log import MetricsLog
+from fl_server.negotiation import FederationError, SiteInfo, check_registered_names
+
+
+class NodeSource(Protocol):
+    def get_node_ids(self) -> Any: ...
+
+
+Query = Callable[[Any, list[int]], list[SiteInfo]]
+
+
+class SiteAdmission:
+    """Admitted sites by node id; ``say`` tells the operator, ``log`` keeps the events."""
+
+    def __init__(
+        self,
+        query: Query,
+        *,
+        registry: str,
+        log: MetricsLog,
+        say: Callable[[str], None] = lambda _: None,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.query = query
+        self.registry = registry
+        self.log = log
+        self.say = say
+        self.poll_seconds = poll_seconds
+        self.sites: dict[int, SiteInfo] = {}
+        self.refused: set[int] = set()
+        self.announce = False  # after the negotiation, every new site is announced as joined
+
+    def name_of(self, node_id: int) -> str:
+        site = self.sites.get(node_id)
+        return site.name if site is not None else f"node-{node_id}"
+
+    def refuse(self, info: SiteInfo, reason: str) -> None:
+        self.refused.add(info.node_id)
+        self.log.event("site-refused", node=info.node_id, site=info.name, reason=reason)
+        self.say(f"refused node {info.node_id}: {reason}")
+
+    def admit_new(self, grid: NodeSource) -> None:
+        """Query the nodes not seen before; admit or refuse each that answers."""
+        new = sorted(
+            n for n in grid.get_node_ids() if n not in self.sites and n not in self.refused
+        )
+        if not new:
+            return
+        answered, refused = check_registered_names(self.query(grid, new), self.registry)
+        for info in answered:
+            taken = {s.name for s in self.sites.values()}
+            if info.name in taken:
+                refused.append((info, f"site {info.name!r} is already connected as another node"))
+                continue
+            self.sites[info.node_id] = info
+            if self.announce:
+                self.log.event(
+                    "site-admitted",
+                    node=info.node_id,
+                    site=info.name,
+                    labelled=sorted(x.name for x in info.labelled),
+                )
+                self.say(f"site {info.name} joined (node {info.node_id})")
+        for info, reason in refused:
+            self.refuse(info, reason)
+
+    def online(self, grid: NodeSource) -> list[int]:
+        """Admitted sites that are connected now (new nodes are checked first)."""
+        self.admit_new(grid)
+        return sorted(n for n in grid.get_node_ids() if n in self.sites)
+
+    def wait_for(self, grid: NodeSource, minimum: int, timeout: float) -> list[int]:
+        """At least ``minimum`` admitted, connected sites, or :class:`FederationError` after
+        ``timeout`` seconds (Flower's own sampling would wait forever)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            nodes = self.online(grid)
+            if len(nodes) >= minimum:
+                return nodes
+            if time.monotonic() > deadline:
+                raise FederationError(
+                    f"only {len(nodes)} site(s) connected after {timeout:.0f}s; "
+                    f"at least {minimum} needed (min-sites)"
+                )
+            time.sleep(self.poll_seconds)
