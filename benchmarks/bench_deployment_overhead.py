@@ -38,7 +38,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from common.data.cache import load_site_cached
 from common.data.preprocess import PreprocessConfig
 from common.training.model import build_unet
-from fl_server.loopback import Cluster, done_rounds
+from simulations.loopback import Cluster, done_rounds
 
 GOAL = 1.15
 SITES = {"A": 80, "B": 240, "C": 24}

@@ -1,6 +1,6 @@
 """Processes on this machine: free loopback ports, process trees, stopping them cleanly.
 
-Linux ``/proc`` only (the platform echofl targets); no Flower here.
+Process discovery goes through psutil (portable); no Flower here.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import os
 import signal
 import socket
 import time
-from pathlib import Path
+
+import psutil
 
 
 def free_port() -> int:
@@ -22,16 +23,15 @@ def free_port() -> int:
 def process_table() -> dict[int, tuple[int, int, str]]:
     """pid -> (parent pid, session id, command line) of every live process."""
     table = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for proc in psutil.process_iter(["ppid", "cmdline", "status"]):
+        info = proc.info
+        if info["status"] == psutil.STATUS_ZOMBIE:
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
+            sid = os.getsid(proc.pid)
         except OSError:
             continue
-        if fields[0] != "Z":
-            table[int(entry.name)] = (int(fields[1]), int(fields[3]), cmd)
+        table[proc.pid] = (info["ppid"] or 0, sid, " ".join(info["cmdline"] or []))
     return table
 
 
@@ -61,10 +61,9 @@ def family(leaders: list[int]) -> set[int]:
 
 def alive(pid: int) -> bool:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def kill_all(pids: set[int] | list[int], grace: float = 5.0) -> None:

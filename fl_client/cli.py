@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 from common.data.cache import load_site_cached
-from common.data.preprocess import PreprocessConfig
 from common.errors import ConfigError, EchoflError
 from common.labels import format_labelled_set
 from fl_client.site_config import SiteConfig, check_files, load_site_config, site_config_path
@@ -87,7 +86,7 @@ def preflight(config: SiteConfig, source: Path, say) -> None:  # type: ignore[no
             raise ConfigError(source, f"{folder} is not writable by this user")
     say(f"certificate and key OK ({config.ca_certificate.name}, {config.private_key.name})")
     started = time.perf_counter()
-    data = load_site_cached(config.spec, PreprocessConfig(), config.cache_dir)
+    data = load_site_cached(config.spec, config.preprocess, config.cache_dir)
     counts = "/".join(str(len(data.split(s))) for s in ("train", "val", "test"))
     say(
         f"data OK: {len(data)} annotated frames in {config.data_dir} ({config.format}), labelled "

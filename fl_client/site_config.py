@@ -36,8 +36,10 @@ from common.config import (
     StrictModel,
     load_config,
 )
+from common.data.preprocess import PreprocessConfig
 from common.errors import ConfigError
 from common.labels import LabelledSet, parse_labelled_set
+from common.recipe import Recipe
 from common.security.pki import check_ca_certificate, check_site_key
 
 
@@ -55,6 +57,9 @@ class SiteConfig(StrictModel):
     flwr_home: Path = Path("flwr")  # where Flower unpacks the app bundles it receives
     loader_options: dict[str, Any] = Field(default_factory=dict)
     max_retries: int | None = Field(default=None, ge=0)  # None: keep trying
+    # the preprocessing `--check` warms the cache with: the run config's default (image-size,
+    # normalisation); set it to what the coordinator's runs use so the first round hits the cache
+    preprocess: PreprocessConfig = Field(default_factory=lambda: Recipe().preprocess)
 
     @property
     def host_port(self) -> tuple[str, int]:

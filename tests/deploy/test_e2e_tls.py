@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fl_server.loopback import Cluster, cli, done_rounds
+from simulations.loopback import Cluster, cli, done_rounds
 from tests.fl.test_simulation import live_processes
 
 SITES = {

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from fl_server.loopback import Cluster, done_rounds, stop
+from simulations.loopback import Cluster, done_rounds, stop
 from tests.fl.test_simulation import live_processes
 
 SITES = {"A": ("A", "camus-nifti"), "B": ("B", "echonet-dynamic"), "D": ("D", "folder")}
