@@ -41,12 +41,15 @@ class OptimiserSettings(_Section):
 
     name: Literal["adam", "sgd"] = "adam"
     lr: float = Field(default=1e-3, gt=0, le=1)
+    weight_decay: float = Field(default=0.0, ge=0, le=1)  # L2 penalty of Adam / SGD
     momentum: float = Field(default=0.9, ge=0, lt=1)  # SGD only
 
     def build(self, parameters: Iterator[torch.nn.Parameter]) -> torch.optim.Optimizer:
         if self.name == "sgd":
-            return torch.optim.SGD(parameters, lr=self.lr, momentum=self.momentum)
-        return torch.optim.Adam(parameters, lr=self.lr)
+            return torch.optim.SGD(
+                parameters, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+        return torch.optim.Adam(parameters, lr=self.lr, weight_decay=self.weight_decay)
 
 
 class LossSettings(_Section):
