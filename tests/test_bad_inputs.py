@@ -468,8 +468,12 @@ EXPERIMENT_CASES = {
     "unknown key": (EXPERIMENT + "colour = 1\n", "colour: unknown key (typo?)"),
     "wrong type": (EXPERIMENT.replace("rounds = 1", 'rounds = "ten"'), "budget.rounds"),
     "impossible label-dropout p": (
-        EXPERIMENT + '[[conditions]]\nname = "x"\nkind = "local"\nlabel_dropout_p = 1.5\n',
-        "label_dropout_p",
+        EXPERIMENT + '[[conditions]]\nname = "x"\nkind = "local"\nrecipe.label_dropout.p = 1.5\n',
+        "condition 'x': recipe.label_dropout.p: Input should be less than or equal to 1",
+    ),
+    "a key of the earlier layout": (
+        EXPERIMENT.replace("rounds = 1", "rounds = 1\nlr = 0.1"),
+        "budget.lr is now recipe.optimiser.lr",
     ),
     "synthetic site without cases": (EXPERIMENT.replace("cases = 4", ""), "needs 'cases'"),
     "unknown vendor": (
