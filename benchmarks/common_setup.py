@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from common.config import SiteSpec
-from common.data.cache import SiteData, load_site_cached
+from common.data.cache import load_site_cached
 from common.data.preprocess import PreprocessConfig
+from common.data.site_data import SiteData
 from common.data.synthetic.federation import FederationConfig, generate_federation
 from common.federation.protocol import TrainInstruction
 from common.federation.run_settings import parse_run_settings

@@ -31,7 +31,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from common.config import SiteSpec
-from common.data.cache import SiteData
+from common.data.site_data import SiteData
 from common.errors import EchoflError
 from common.federation import protocol
 from common.federation.protocol import (

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from common.config import SiteSpec, validate_config
-from common.data.cache import SiteData, load_site_cached
+from common.data.cache import load_site_cached
 from common.data.preprocess import PreprocessConfig
+from common.data.site_data import SiteData
 from common.errors import ConfigError
 from common.federation.run_settings import RunSettings
 

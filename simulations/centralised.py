@@ -20,7 +20,8 @@ import torch
 from pydantic import Field
 
 from common.config import SiteSpec, StrictModel, read_toml, validate_config
-from common.data.cache import SiteData, load_site_cached
+from common.data.cache import load_site_cached
+from common.data.site_data import SiteData
 from common.errors import EchoflError
 from common.labels import partially_labelled
 from common.recipe import Recipe

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from common.data.cache import SiteData
+from common.data.site_data import SiteData
 from common.training.loop import predict
 from common.training.metrics import STRUCTURES
 from common.training.model import build_unet

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from common.data.cache import SiteData
+from common.data.site_data import SiteData
 from common.federation import protocol
 from common.federation.run_settings import RunSettings, to_run_config
 from common.files import write_atomic

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.data.cache import SiteData
 from common.data.formats.recording import Recording
 from common.data.sample import Split
+from common.data.site_data import SiteData
 from common.labels import Structure, labelled_vector
 
 

@@ -19,78 +19,21 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.config import SiteSpec
-from common.data.preprocess import PreprocessConfig, prepare, restrict_labels
-from common.data.sample import Sample
-from common.errors import ConfigError, DataError
-from common.labels import (
-    LabelledSet,
-    format_labelled_set,
-    labelled_from_vector,
-    labelled_vector,
-)
+from common.data.preprocess import PreprocessConfig
+from common.data.selection import build_site_arrays
+from common.data.site_data import SiteData
+from common.errors import DataError
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 RECORD_FIELDS = ("case_id", "view", "phase", "split", "frame", "quality", "spacing_mm")
-
-
-@dataclass
-class SiteData:
-    """A site's preprocessed samples, in memory.
-
-    images: float32 (N, h, w) normalised; masks: uint8 (N, h, w) training labels (only labelled
-    structures); labelled: bool (N, 4), column 0 always True; full_masks: uint8 (N, h, w) full
-    ground truth or None; records: per-sample metadata dicts (see ``RECORD_FIELDS``).
-    """
-
-    site: str
-    images: np.ndarray
-    masks: np.ndarray
-    labelled: np.ndarray
-    full_masks: np.ndarray | None
-    records: list[dict[str, Any]]
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def labelled_set(self) -> LabelledSet:
-        """Structures annotated in at least one sample of this site."""
-        if len(self) == 0:
-            return frozenset()
-        return labelled_from_vector(self.labelled.any(axis=0))
-
-    def select(self, indices: np.ndarray | list[int]) -> SiteData:
-        idx = np.asarray(indices, dtype=np.int64)
-        return SiteData(
-            site=self.site,
-            images=self.images[idx],
-            masks=self.masks[idx],
-            labelled=self.labelled[idx],
-            full_masks=None if self.full_masks is None else self.full_masks[idx],
-            records=[self.records[i] for i in idx],
-        )
-
-    def fully_labelled(self) -> SiteData:
-        """The same samples trained on their full ground truth (the synthetic upper bound)."""
-        if self.full_masks is None:
-            raise ValueError(f"site {self.site} has no full ground truth")
-        labelled = np.ones_like(self.labelled)
-        return SiteData(
-            self.site, self.images, self.full_masks.copy(), labelled, self.full_masks, self.records
-        )
-
-    def split(self, name: str) -> SiteData:
-        """The samples of one split (``train``, ``val`` or ``test``)."""
-        return self.select([i for i, r in enumerate(self.records) if r["split"] == name])
 
 
 def fingerprint_tree(root: Path) -> str:
@@ -117,65 +60,6 @@ def cache_key(spec: SiteSpec, preprocess: PreprocessConfig) -> str:
         "files": fingerprint_tree(root),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def _limit_cases(samples: list[Sample], max_cases: int | None) -> list[Sample]:
-    if max_cases is None:
-        return samples
-    keep: set[tuple[str, str]] = set()
-    for split in sorted({s.meta.split for s in samples}):
-        cases = sorted({s.meta.case_id for s in samples if s.meta.split == split})
-        keep.update((split, c) for c in cases[:max_cases])
-    return [s for s in samples if (s.meta.split, s.meta.case_id) in keep]
-
-
-def _restrict(samples: list[Sample], spec: SiteSpec) -> list[tuple[Sample, LabelledSet]]:
-    if spec.labelled is None:
-        return [(s, s.labelled) for s in samples]
-    provided = frozenset().union(*(s.labelled for s in samples))
-    missing = spec.labelled - provided
-    if missing:
-        raise ConfigError(
-            f"site {spec.name}",
-            f"labelled = {format_labelled_set(spec.labelled)} but its {spec.format} data at "
-            f"{spec.root} annotate only {format_labelled_set(provided)}",
-        )
-    return [(s, s.labelled & spec.labelled) for s in samples]
-
-
-def build_site_arrays(
-    samples: list[Sample], spec: SiteSpec, preprocess: PreprocessConfig
-) -> SiteData:
-    """Preprocess loaded samples into a :class:`SiteData` (no disk access)."""
-    samples = _limit_cases(samples, spec.max_cases)
-    pairs = _restrict(samples, spec)
-    n, (h, w) = len(pairs), preprocess.size
-    images = np.empty((n, h, w), np.float32)
-    masks = np.empty((n, h, w), np.uint8)
-    labelled = np.empty((n, 4), bool)
-    has_full = all(s.full_mask is not None for s, _ in pairs) and n > 0
-    full = np.empty((n, h, w), np.uint8) if has_full else None
-    records = []
-    for i, (sample, keep) in enumerate(pairs):
-        image, mask, full_mask = prepare(sample, preprocess)
-        images[i] = image
-        masks[i] = restrict_labels(mask, keep)
-        labelled[i] = labelled_vector(keep)
-        if full is not None and full_mask is not None:
-            full[i] = full_mask
-        meta = sample.meta
-        records.append(
-            {
-                "case_id": meta.case_id,
-                "view": meta.view,
-                "phase": meta.phase,
-                "split": meta.split,
-                "frame": meta.frame,
-                "quality": meta.quality,
-                "spacing_mm": None if meta.spacing_mm is None else list(meta.spacing_mm),
-            }
-        )
-    return SiteData(spec.name, images, masks, labelled, full, records)
 
 
 def _write(data: SiteData, folder: Path, manifest: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ import time
 import torch
 from torch import nn
 
-from common.data.cache import SiteData
+from common.data.site_data import SiteData
 from common.federation.protocol import FULL, NUM_EXAMPLES, TrainInstruction, scores_to_metrics
 from common.recipe import Recipe
 from common.training.loop import SegmentationTensors, evaluate, train

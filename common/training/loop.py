@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common.data.cache import SiteData
+from common.data.site_data import SiteData
 from common.labels import NUM_CLASSES, LabelledSet, parse_labelled_set
 from common.recipe import LabelDropoutSettings, Recipe
 from common.training.augment import Augmentation

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from common.data.cache import SiteData
+from common.data.site_data import SiteData
 from common.training.loop import EvalResult, SegmentationTensors, evaluate
 from common.training.metrics import STRUCTURES
 
