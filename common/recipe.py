@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.config import format_validation_error
 from common.data.preprocess import PreprocessConfig
@@ -29,7 +29,11 @@ from common.training.augment import Augmentation
 from common.training.losses import LossName
 from common.training.model import ModelConfig
 
-StrategyName = Literal["fedavg", "fedprox", "fedmedian", "fedtrimmedavg"]
+StrategyName = Literal[
+    "fedavg", "fedprox", "fedmedian", "fedtrimmedavg", "fedavgm", "fedadam", "fedyogi"
+]
+SERVER_OPTIMISERS = ("fedavgm", "fedadam", "fedyogi")
+ROBUST = ("fedmedian", "fedtrimmedavg")
 
 
 class _Section(BaseModel):
@@ -76,13 +80,46 @@ class LocalTraining(_Section):
     amp: bool = True  # only takes effect on CUDA
 
 
+class DistillationSettings(_Section):
+    """Conditional distillation on unannotated structures (ConDistFL; federated runs only):
+    ``weight`` 0 = off; reached linearly over ``ramp_rounds`` rounds; ``temperature`` T."""
+
+    weight: float = Field(default=0.0, ge=0, le=100)
+    temperature: float = Field(default=2.0, gt=0, le=100)
+    ramp_rounds: int = Field(default=0, ge=0, le=10_000)
+
+
 class AggregationSettings(_Section):
-    """How the coordinator combines the sites' updates, and which updates it accepts."""
+    """How the coordinator combines the sites' updates, and which updates it accepts.
+
+    ``strategy``: Flower's FedAvg, FedProx, FedMedian, FedTrimmedAvg, or a server optimiser on
+    the averaged update (FedAvgM: ``server_lr``, ``server_momentum``; FedAdam / FedYogi:
+    ``server_lr``, ``server_beta1``, ``server_beta2``, ``server_tau``; normalisation buffers are
+    always averaged plainly). ``label_aware``: each output class's own weights are averaged over
+    the sites that annotate it. ``step_normalised``: a site's change is divided by its local
+    steps (FedNova-like). See :mod:`fl_server.aggregation`.
+    """
 
     strategy: StrategyName = "fedavg"
     proximal_mu: float = Field(default=0.0, ge=0)  # FedProx only
     trim_beta: float = Field(default=0.2, ge=0, lt=0.5)  # FedTrimmedAvg only
     update_norm_factor: float = Field(default=10.0, ge=0)  # 0: off
+    label_aware: bool = False
+    step_normalised: bool = False
+    server_lr: float = Field(default=1.0, gt=0, le=10)
+    server_momentum: float = Field(default=0.0, ge=0, lt=1)
+    server_beta1: float = Field(default=0.9, ge=0, lt=1)
+    server_beta2: float = Field(default=0.99, ge=0, lt=1)
+    server_tau: float = Field(default=1e-3, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _robust_means_are_not_means(self) -> AggregationSettings:
+        if self.strategy in ROBUST and (self.label_aware or self.step_normalised):
+            raise ValueError(
+                f"label-aware / step-normalised averaging replaces the mean, which "
+                f"{self.strategy} does not use; pick fedavg, fedprox or a server optimiser"
+            )
+        return self
 
     @property
     def site_proximal_mu(self) -> float:
@@ -99,6 +136,7 @@ class Recipe(_Section):
     loss: LossSettings = Field(default_factory=LossSettings)
     label_dropout: LabelDropoutSettings = Field(default_factory=LabelDropoutSettings)
     train: LocalTraining = Field(default_factory=LocalTraining)
+    distillation: DistillationSettings = Field(default_factory=DistillationSettings)
     aggregation: AggregationSettings = Field(default_factory=AggregationSettings)
 
 
@@ -127,12 +165,19 @@ def _leaves(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tu
             yield (*prefix, name)
 
 
+# Sections whose leaves carry a prefix in the flat form (``distillation.weight`` ->
+# ``distillation-weight``).
+FLAT_PREFIXES: dict[tuple[str, ...], str] = {
+    ("train", "augment"): "augment-",
+    ("distillation",): "distillation-",
+}
+
+
 def _flat_name(path: tuple[str, ...]) -> str:
     if path in FLAT_NAMES:
         return FLAT_NAMES[path]
-    if path[:2] == ("train", "augment"):
-        return "augment-" + path[-1].replace("_", "-")
-    return path[-1].replace("_", "-")
+    prefix = FLAT_PREFIXES.get(path[:-1], "")
+    return prefix + path[-1].replace("_", "-")
 
 
 RECIPE_KEYS: dict[str, tuple[str, ...]] = {_flat_name(p): p for p in _leaves(Recipe)}

@@ -34,10 +34,11 @@ from common.federation.protocol import EvaluateInstruction, TrainInstruction
 from common.federation.run_settings import RunSettings, parse_run_settings
 from common.files import write_atomic
 from common.labels import format_labelled_set
-from common.recipe import recipe_to_flat
+from common.recipe import SERVER_OPTIMISERS, recipe_to_flat
 from common.security.checkpoint import load_checkpoint, save_checkpoint
 from common.security.pki import load_signing_key, load_verify_key
-from common.training.model import build_unet
+from common.training.class_slices import class_owners
+from common.training.model import build_unet, required_divisor
 from common.training.scoring import format_table
 from fl_server.admission import SiteAdmission
 from fl_server.metrics_log import MetricsLog, read_metrics_log
@@ -49,7 +50,7 @@ from fl_server.negotiation import (
     query_sites,
 )
 from fl_server.resume import find_resume_point, trim_log
-from fl_server.strategy import EchoRounds, make_strategy
+from fl_server.strategy import EchoRounds, MeanRule, make_strategy
 from fl_server.update_gate import UpdateGate
 
 log = logging.getLogger("echofl.server")
@@ -225,6 +226,7 @@ class FederatedRun:
             gate=gate,
             log=self.log,
             updates_dir=self.out / "updates" if s.save_updates else None,
+            mean=mean_rule(s),
         )
         if completed < 0:  # a fresh run: score the initial model (round 0)
             if s.federated_evaluation:
@@ -279,6 +281,27 @@ class FederatedRun:
         table = format_table({r["site"]: protocol.metrics_to_row(r) for r in rows}, scored_on=True)
         say("final model on each site's test split:\n" + table)
         say(f"done in {summary['seconds']:.0f}s; outputs in {self.out}")
+
+
+def mean_rule(settings: RunSettings) -> MeanRule:
+    """The strategy's mean: the class of every weight (derived from the network, for
+    label-aware averaging and the drift measurement), the buffers a server optimiser must not
+    step, the local steps of a site."""
+    recipe = settings.recipe
+    model = build_unet(recipe.model)
+    rule = recipe.aggregation
+    return MeanRule(
+        owners=class_owners(model, size=2 * required_divisor(recipe.model)),
+        label_aware=rule.label_aware,
+        step_normalised=rule.step_normalised,
+        buffers=(
+            tuple(name for name, _ in model.named_buffers())
+            if rule.strategy in SERVER_OPTIMISERS
+            else ()
+        ),
+        epochs=recipe.train.epochs,
+        batch_size=recipe.train.batch_size,
+    )
 
 
 def resident_mb() -> float:

@@ -16,7 +16,9 @@ here: the round loop in :mod:`fl_server.server_app` writes them after each round
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,24 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg
+from flwr.serverapp.strategy import (
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    FedYogi,
+)
 
 from common.federation import protocol
 from common.federation.protocol import ARRAYS, CONFIG, NUM_EXAMPLES, EvaluateInstruction
 from common.federation.run_settings import RunSettings
+from common.labels import BACKGROUND, Structure
+from fl_server import aggregation
 from fl_server import replies as recorded
 from fl_server.admission import SiteAdmission
+from fl_server.aggregation import SiteUpdate
 from fl_server.metrics_log import MetricsLog
 from fl_server.update_gate import Reply, Update, UpdateGate
 
@@ -57,6 +70,50 @@ def from_record(record: ArrayRecord) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in record.items()}
 
 
+@dataclass
+class MeanRule:
+    """How echofl computes the mean the strategy starts from (see :mod:`fl_server.aggregation`).
+
+    ``plain`` (no label-aware, no step normalisation): Flower averages the decoded weights
+    itself. ``buffers``: running statistics a server optimiser must not step (averaged
+    plainly). ``owners``: the class of each weight, for label-aware averaging and the drift
+    measurement; ``epochs`` and ``batch_size`` give a site's local steps from its image count.
+    """
+
+    owners: dict[str, np.ndarray] | None = None
+    label_aware: bool = False
+    step_normalised: bool = False
+    buffers: tuple[str, ...] = ()
+    epochs: int = 1
+    batch_size: int = 16
+
+    @property
+    def plain(self) -> bool:
+        return not (self.label_aware or self.step_normalised)
+
+    def steps(self, examples: float) -> float:
+        return float(self.epochs * math.ceil(examples / self.batch_size))
+
+    def combine(
+        self, sites: list[SiteUpdate], current: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        return aggregation.aggregate(
+            sites,
+            current,
+            owners=self.owners if self.label_aware else None,
+            buffers=self.buffers,
+            step_normalised=self.step_normalised,
+        )
+
+    def drift(self, sites: list[SiteUpdate], current: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Per structure: the share of its head's FedAvg-weighted change made by sites that do
+        not annotate it (what label-aware averaging removes)."""
+        if self.owners is None:
+            return {}
+        shares = aggregation.drift_shares(sites, current, self.owners, [int(s) for s in Structure])
+        return {Structure(c).name: round(v, 6) for c, v in shares.items() if not math.isnan(v)}
+
+
 class EchoRounds:
     """Mixin in front of a Flower strategy (see the module docstring)."""
 
@@ -69,6 +126,7 @@ class EchoRounds:
         min_sites: int,
         sites_timeout: float,
         pack_weights: bool,
+        mean: MeanRule | None = None,
         updates_dir: Path | None = None,
         **flower: Any,
     ) -> None:
@@ -80,6 +138,7 @@ class EchoRounds:
         self.sites_timeout = sites_timeout
         self.pack_weights = pack_weights
         self.updates_dir = updates_dir
+        self.mean = mean or MeanRule()
         self.current: dict[str, np.ndarray] = {}
         self.participants: dict[int, list[str]] = {}
 
@@ -97,9 +156,11 @@ class EchoRounds:
     ) -> Iterable[Message]:
         nodes = self.admission.wait_for(grid, self.min_sites, self.sites_timeout)
         self.current = from_record(arrays)
-        messages = super().configure_train(  # type: ignore[misc]
-            server_round, self.outgoing(arrays), config, grid
-        )
+        # Flower's server optimisers remember the arrays they are given here: the real weights
+        messages = list(super().configure_train(server_round, arrays, config, grid))  # type: ignore[misc]
+        wire = self.outgoing(arrays)
+        for message in messages:
+            message.content[ARRAYS] = wire
         return self._only_admitted(messages, nodes)
 
     def configure_evaluate(
@@ -138,12 +199,21 @@ class EchoRounds:
             )
             return None, None
         self.participants[server_round] = sorted(u.site for u in accepted)
-        for update in accepted:  # the decoded weights replace what travelled
+        sites = [self._site_update(u) for u in accepted]
+        mean = self.mean.combine(sites, self.current)
+        for update in accepted:  # what Flower averages: the decoded weights, or echofl's mean
             msg: Message = update.key  # type: ignore[assignment]
-            msg.content[_array_key(msg)] = to_record(update.weights)
+            weights = update.weights if self.mean.plain else mean
+            msg.content[_array_key(msg)] = to_record(weights)
         arrays, metrics = super().aggregate_train(  # type: ignore[misc]
             server_round, [u.key for u in accepted]
         )
+        if arrays is not None and self.mean.buffers:
+            # a server optimiser steps every array; running statistics are not parameters
+            arrays = to_record({**from_record(arrays), **{k: mean[k] for k in self.mean.buffers}})
+        drift = self.mean.drift(sites, self.current)
+        if drift:
+            self.metrics_log.event("class-drift", round=server_round, **drift)
         if arrays is not None:
             dtypes = {k: v.dtype for k, v in self.gate.reference.items()}
             arrays = to_record(
@@ -165,6 +235,20 @@ class EchoRounds:
         if metrics is not None:
             self.metrics_log.site_row(server_round, "val", "*", 0, dict(metrics))
         return metrics
+
+    def _site_update(self, update: Update) -> SiteUpdate:
+        msg: Message = update.key  # type: ignore[assignment]
+        node = msg.metadata.src_node_id
+        site = self.admission.sites.get(node)
+        labelled = site.labelled if site is not None else frozenset()
+        examples = float(next(iter(msg.content.metric_records.values()))[NUM_EXAMPLES])
+        return SiteUpdate(
+            update.site,
+            update.weights,
+            examples,
+            frozenset({BACKGROUND, *(int(s) for s in labelled)}),
+            self.mean.steps(examples),
+        )
 
     # -- outside Flower's loop: round 0 and the final test ---------------------------------------
     def score(
@@ -223,6 +307,18 @@ class EchoFedTrimmedAvg(EchoRounds, FedTrimmedAvg):
     """Flower's trimmed mean: drops the ``trim-beta`` fraction at each end, per coordinate."""
 
 
+class EchoFedAvgM(EchoRounds, FedAvgM):
+    """Flower's FedAvgM: server SGD with momentum on the averaged change."""
+
+
+class EchoFedAdam(EchoRounds, FedAdam):
+    """Flower's FedAdam: server Adam on the averaged change (Reddi et al. 2021)."""
+
+
+class EchoFedYogi(EchoRounds, FedYogi):
+    """Flower's FedYogi: server Yogi on the averaged change (Reddi et al. 2021)."""
+
+
 def make_strategy(
     settings: RunSettings,
     *,
@@ -230,8 +326,9 @@ def make_strategy(
     gate: UpdateGate,
     log: MetricsLog,
     updates_dir: Path | None = None,
+    mean: MeanRule | None = None,
 ) -> EchoRounds:
-    aggregation = settings.recipe.aggregation
+    rule = settings.recipe.aggregation
     evaluate = settings.federated_evaluation and settings.fraction_evaluate > 0
     kwargs: dict[str, Any] = {
         "admission": admission,
@@ -241,6 +338,7 @@ def make_strategy(
         "sites_timeout": settings.sites_timeout,
         "pack_weights": settings.pack_weights,
         "updates_dir": updates_dir,
+        "mean": mean,
         "fraction_train": settings.fraction_train,
         "min_train_nodes": settings.min_sites,
         "fraction_evaluate": settings.fraction_evaluate if evaluate else 0.0,
@@ -249,10 +347,24 @@ def make_strategy(
         "train_metrics_aggr_fn": aggregate_site_metrics,
         "evaluate_metrics_aggr_fn": aggregate_site_metrics,
     }
-    if aggregation.strategy == "fedprox":
-        return EchoFedProx(proximal_mu=aggregation.proximal_mu, **kwargs)
-    if aggregation.strategy == "fedmedian":
+    if rule.strategy == "fedprox":
+        return EchoFedProx(proximal_mu=rule.proximal_mu, **kwargs)
+    if rule.strategy == "fedmedian":
         return EchoFedMedian(**kwargs)
-    if aggregation.strategy == "fedtrimmedavg":
-        return EchoFedTrimmedAvg(beta=aggregation.trim_beta, **kwargs)
+    if rule.strategy == "fedtrimmedavg":
+        return EchoFedTrimmedAvg(beta=rule.trim_beta, **kwargs)
+    if rule.strategy == "fedavgm":
+        return EchoFedAvgM(
+            server_learning_rate=rule.server_lr, server_momentum=rule.server_momentum, **kwargs
+        )
+    if rule.strategy in ("fedadam", "fedyogi"):
+        cls = EchoFedAdam if rule.strategy == "fedadam" else EchoFedYogi
+        return cls(
+            eta=rule.server_lr,
+            eta_l=settings.recipe.optimiser.lr,
+            beta_1=rule.server_beta1,
+            beta_2=rule.server_beta2,
+            tau=rule.server_tau,
+            **kwargs,
+        )
     return EchoFedAvg(**kwargs)

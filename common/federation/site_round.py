@@ -8,6 +8,7 @@ the pooled and local-only baselines use too; the metrics come back with the prot
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 from common.data.site_data import SiteData
 from common.federation.protocol import FULL, NUM_EXAMPLES, TrainInstruction, scores_to_metrics
 from common.recipe import Recipe
+from common.training.distillation import DistillationTerm, ramped_weight
 from common.training.loop import SegmentationTensors, evaluate, train
 from common.training.losses import SegmentationLoss
 
@@ -47,6 +49,11 @@ def train_site(
     if len(data) == 0:
         raise ValueError("the site has no training images")
     started = time.perf_counter()
+    distillation = None
+    settings = recipe.distillation
+    if settings.weight > 0:  # the global model as received is the round's frozen teacher
+        weight = ramped_weight(settings.weight, settings.ramp_rounds, instruction.server_round)
+        distillation = DistillationTerm(copy.deepcopy(model), weight, settings.temperature)
     history = train(
         model,
         SegmentationTensors.from_sites([data]),
@@ -55,11 +62,14 @@ def train_site(
         device=device,
         partial=instruction.partial,
         proximal_mu=recipe.aggregation.site_proximal_mu,
+        distillation=distillation,
     )
     metrics = {
         NUM_EXAMPLES: float(len(data)),
         "train-loss": float(history.epochs[-1].loss),
         "train-seconds": time.perf_counter() - started,
+        "train-steps": float(sum(e.steps for e in history.epochs)),
+        "train-distillation-loss": float(history.epochs[-1].distillation_loss),
     }
     metrics.update(scores_to_metrics(history.last_epoch_scores))
     return metrics

@@ -25,6 +25,7 @@ from common.data.site_data import SiteData
 from common.labels import NUM_CLASSES, LabelledSet, parse_labelled_set
 from common.recipe import LabelDropoutSettings, Recipe
 from common.training.augment import Augmentation
+from common.training.distillation import DistillationTerm
 from common.training.label_dropout import LabelDropout
 from common.training.losses import SegmentationLoss
 from common.training.metrics import DiceAccumulator, SegmentationScores
@@ -63,10 +64,12 @@ class SegmentationTensors:
 
 @dataclass
 class EpochStats:
-    loss: float
+    loss: float  # the supervised loss (mean over samples)
     samples: int
     seconds: float
     data_seconds: float  # batch assembly, label dropout, augmentation, host->device copies
+    steps: int = 0  # optimiser steps
+    distillation_loss: float = 0.0  # weighted distillation term (mean over samples)
 
 
 @dataclass
@@ -140,19 +143,22 @@ def train_one_epoch(
     proximal: ProximalTerm | None = None,
     scaler: torch.amp.GradScaler | None = None,
     scores: DiceAccumulator | None = None,
+    distillation: DistillationTerm | None = None,
 ) -> EpochStats:
     """One pass over ``data`` in a random order drawn from ``generator`` (a CPU generator that
     also draws label dropout and augmentation, so a seed fixes the whole epoch).
 
     ``scores``, when given, collects Dice of the training batches' predictions against the
     labels trained on (after label dropout and augmentation), on their labelled structures.
+    ``distillation`` adds the conditional distillation term towards a frozen teacher on the
+    same (augmented) images and the same per-sample labelled sets.
     """
     if len(data) == 0:
         raise ValueError("cannot train on an empty dataset")
     model.train()
     started = time.perf_counter()
     data_seconds = 0.0
-    loss_sum, seen = 0.0, 0
+    loss_sum, distill_sum, seen, steps = 0.0, 0.0, 0, 0
     non_blocking = device.type == "cuda"
     for idx in batch_indices(len(data), batch_size, generator, shuffle=True):
         t0 = time.perf_counter()
@@ -172,6 +178,12 @@ def train_one_epoch(
             logits = model(images)
         loss = loss_fn(logits.float(), masks, labelled)
         total = loss if proximal is None else loss + proximal(model)
+        if distillation is not None:
+            with _autocast(device, amp):
+                teacher = distillation.teacher_logits(images)
+            distilled = distillation(logits.float(), teacher.float(), masks, labelled)
+            total = total + distilled
+            distill_sum += float(distilled.detach()) * len(idx)
         if scaler is not None:
             scaler.scale(total).backward()
             scaler.step(optimiser)
@@ -181,11 +193,19 @@ def train_one_epoch(
             optimiser.step()
         loss_sum += float(loss.detach()) * len(idx)
         seen += len(idx)
+        steps += 1
         if scores is not None:
             scores.add(logits.detach().argmax(1).cpu(), masks.cpu(), labelled.cpu()[:, 1:])
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return EpochStats(loss_sum / seen, seen, time.perf_counter() - started, data_seconds)
+    return EpochStats(
+        loss_sum / seen,
+        seen,
+        time.perf_counter() - started,
+        data_seconds,
+        steps,
+        distill_sum / seen,
+    )
 
 
 ScoreOn = Literal["auto", "full", "labelled"]
@@ -297,6 +317,7 @@ def train(
     partial: LabelledSet = frozenset(),
     epochs: int | None = None,
     proximal_mu: float = 0.0,
+    distillation: DistillationTerm | None = None,
     validation: SegmentationTensors | None = None,
     on_epoch: Callable[[int, EpochStats, EvalResult | None], None] | None = None,
 ) -> TrainHistory:
@@ -306,8 +327,9 @@ def train(
     ``seed`` fixes the epoch orders, label dropout and augmentation; ``partial``: the structures
     partially labelled across the training sites (label dropout acts on them); ``epochs``
     defaults to ``recipe.train.epochs`` (a site's local epochs per round); ``proximal_mu`` > 0
-    adds FedProx's term towards the weights ``model`` starts from. ``validation`` is scored after
-    every epoch for the learning curve only (no selection).
+    adds FedProx's term towards the weights ``model`` starts from; ``distillation`` adds the
+    conditional distillation term (a federated site: the round's global model as teacher).
+    ``validation`` is scored after every epoch for the learning curve only (no selection).
     """
     epochs = recipe.train.epochs if epochs is None else epochs
     if epochs < 1:
@@ -338,6 +360,7 @@ def train(
             proximal=proximal,
             scaler=scaler,
             scores=scores,
+            distillation=distillation,
         )
         history.epochs.append(stats)
         if scores is not None:

@@ -1,0 +1,160 @@
+"""echofl's means (plain, label-aware, step-normalised), the class slices they act on, the
+drift measurement, and Flower's server optimisers with normalisation buffers averaged plainly."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+from torch import nn
+
+from common.federation.run_settings import parse_run_settings
+from common.labels import Structure
+from common.training.class_slices import SHARED, class_owners
+from common.training.model import ModelConfig, build_unet
+from fl_server.admission import SiteAdmission
+from fl_server.aggregation import SiteUpdate, aggregate, drift_shares
+from fl_server.metrics_log import MetricsLog
+from fl_server.negotiation import SiteInfo
+from fl_server.strategy import MeanRule, make_strategy
+from fl_server.update_gate import UpdateGate
+
+# a "model" of three tensors: a shared weight, a per-class head (rows 0..3), a buffer
+OWNERS = {
+    "shared": np.full((2,), SHARED),
+    "head": np.array([0, 1, 2, 3]),
+    "bn.running_mean": np.array([0, 1, 2, 3]),
+}
+CURRENT = {k: np.zeros(v.shape, np.float32) for k, v in OWNERS.items()}
+
+
+def site(name: str, value: float, n: float, classes: set[int], steps: float = 1.0) -> SiteUpdate:
+    weights = {k: np.full(v.shape, value, np.float32) for k, v in OWNERS.items()}
+    return SiteUpdate(name, weights, n, frozenset(classes), steps)
+
+
+A = site("A", 1.0, 10, {0, 1, 2, 3}, steps=2)  # annotates everything
+B = site("B", 2.0, 30, {0, 1}, steps=6)  # LV only
+C = site("C", 4.0, 10, {0, 2}, steps=1)  # MYO only
+
+
+def test_plain_mean_is_fedavg() -> None:
+    out = aggregate([A, B, C], CURRENT)
+    expected = (10 * 1 + 30 * 2 + 10 * 4) / 50  # 2.2
+    for value in out.values():
+        np.testing.assert_allclose(value, expected, rtol=1e-6)
+
+
+def test_label_aware_mean_uses_only_the_annotating_sites_for_a_class_slice() -> None:
+    out = aggregate([A, B, C], CURRENT, owners=OWNERS)
+    fedavg = (10 * 1 + 30 * 2 + 10 * 4) / 50
+    np.testing.assert_allclose(out["shared"], [fedavg, fedavg], rtol=1e-6)
+    head = [fedavg, (10 * 1 + 30 * 2) / 40, (10 * 1 + 10 * 4) / 20, 1.0]  # bg, LV, MYO, LA
+    np.testing.assert_allclose(out["head"], head, rtol=1e-6)
+    np.testing.assert_allclose(out["bn.running_mean"], head, rtol=1e-6)  # buffers follow
+    # nobody annotates LA among B and C: the LA slice keeps the global value
+    out = aggregate([B, C], CURRENT, owners=OWNERS)
+    assert out["head"][3] == 0.0
+
+
+def test_step_normalised_mean() -> None:
+    out = aggregate([A, B, C], CURRENT, buffers={"bn.running_mean"}, step_normalised=True)
+    p = np.array([10, 30, 10]) / 50
+    tau = np.array([2, 6, 1])
+    delta = np.array([1.0, 2.0, 4.0])
+    expected = (p * tau).sum() * (p * delta / tau).sum()  # 4.0 * 0.38 = 1.52
+    np.testing.assert_allclose(out["shared"], expected, rtol=1e-6)
+    np.testing.assert_allclose(out["bn.running_mean"], 2.2, rtol=1e-6)  # buffers: plain
+    both = aggregate([A, B, C], CURRENT, owners=OWNERS, step_normalised=True)
+    la = (1.0 / 2) * 2  # LA: only A, p = 1, tau_eff = 2
+    assert both["head"][3] == pytest.approx(la)
+
+
+def test_drift_share_of_each_class_head() -> None:
+    shares = drift_shares([A, B, C], CURRENT, OWNERS, [1, 2, 3])
+    # class head c: two elements (head[c], running_mean[c]); site change = value
+    lv = 10 * 4 / 50 / (10 * 1 / 50 + 30 * 2 / 50 + 10 * 4 / 50)  # C does not annotate LV
+    myo = 30 * 2 / 50 / (10 * 1 / 50 + 30 * 2 / 50 + 10 * 4 / 50)  # B does not annotate MYO
+    la = (30 * 2 + 10 * 4) / 50 / (10 * 1 / 50 + 30 * 2 / 50 + 10 * 4 / 50)
+    assert shares == pytest.approx({1: lv, 2: myo, 3: la})
+
+
+def test_class_owners_are_derived_from_the_network() -> None:
+    owners = class_owners(build_unet(ModelConfig(channels=(4, 8, 16))))
+    owned = {k: v for k, v in owners.items() if (v != SHARED).any()}
+    # the U-Net's last convolution (4 -> 4 classes, 3x3) and its bias, one filter per class
+    assert set(owned) == {"model.2.1.conv.unit0.conv.weight", "model.2.1.conv.unit0.conv.bias"}
+    weight = owned["model.2.1.conv.unit0.conv.weight"]
+    assert all((weight[c] == c).all() for c in range(4))
+    toy = nn.Sequential(nn.Conv2d(1, 3, 1), nn.ReLU(), nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    toy_owners = class_owners(toy, size=4)
+    np.testing.assert_array_equal(toy_owners["3.running_mean"], [0, 1, 2, 3])
+    np.testing.assert_array_equal(toy_owners["2.bias"], [0, 1, 2, 3])
+    assert (toy_owners["0.weight"] == SHARED).all()
+    assert (toy_owners["3.num_batches_tracked"] == SHARED).all()
+
+
+class Grid:
+    def __init__(self, nodes: list[int]) -> None:
+        self.nodes = nodes
+
+    def get_node_ids(self) -> list[int]:
+        return self.nodes
+
+
+@pytest.mark.parametrize(
+    "flat",
+    [
+        {"strategy": "fedavgm", "server-lr": 0.5, "server-momentum": 0.6},
+        {"strategy": "fedadam", "server-lr": 0.01},
+        {"strategy": "fedyogi", "server-lr": 0.01},
+    ],
+)
+def test_server_optimisers_step_parameters_and_average_buffers_plainly(
+    flat: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for field in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, field, 1)
+    settings = parse_run_settings({**flat, "min-sites": 2, "update-norm-factor": 0})
+    log = MetricsLog(tmp_path / "m.jsonl")
+    infos = {
+        1: SiteInfo(1, "A", frozenset(Structure), {}),
+        2: SiteInfo(2, "B", frozenset({Structure.LV}), {}),
+    }
+    admission = SiteAdmission(lambda g, n: [infos[i] for i in n], registry="", log=log)
+    current = {
+        "w": np.zeros(3, np.float32),
+        "bn.running_var": np.ones(2, np.float32),
+        "bn.num_batches_tracked": np.array(4, np.int64),
+    }
+    gate = UpdateGate(current, transfer_dtype="float32", norm_factor=0.0, log=log)
+    rule = MeanRule(buffers=("bn.running_var", "bn.num_batches_tracked"))
+    strategy = make_strategy(settings, admission=admission, gate=gate, log=log, mean=rule)
+    arrays = ArrayRecord({k: Array(v) for k, v in current.items()})
+    messages = list(strategy.configure_train(1, arrays, ConfigRecord({}), Grid([1, 2])))
+    sent = {"A": (1.0, 3.0, 10, 10.0), "B": (3.0, 5.0, 30, 30.0)}  # w, var, count, images
+    replies = []
+    for message in messages:
+        w, var, count, n = sent[admission.name_of(message.metadata.dst_node_id)]
+        state = {
+            "packed-float": np.concatenate([np.full(3, w), np.full(2, var)]).astype(np.float32),
+            "packed-int": np.array([count]),
+        }
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord({k: Array(v) for k, v in state.items()}),
+                "metrics": MetricRecord({"num-examples": n}),
+            }
+        )
+        replies.append(Message(content, reply_to=message))
+    new, _ = strategy.aggregate_train(1, replies)
+    assert new is not None
+    out = {k: v.numpy() for k, v in new.items()}
+    np.testing.assert_allclose(out["bn.running_var"], (3 * 10 + 5 * 30) / 40)  # plain
+    assert out["bn.num_batches_tracked"] == 25 and out["bn.num_batches_tracked"].dtype == np.int64
+    plain = (1 * 10 + 3 * 30) / 40  # 2.5
+    assert not np.allclose(out["w"], plain)  # the server optimiser stepped the parameter
+    assert np.all(out["w"] > 0)  # in the direction of the sites' change
+    if flat["strategy"] == "fedavgm":  # w - lr * (w - mean) = 0.5 * 2.5
+        np.testing.assert_allclose(out["w"], 0.5 * plain, rtol=1e-6)
