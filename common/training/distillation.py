@@ -75,9 +75,7 @@ class DistillationTerm:
     def __init__(self, teacher: nn.Module, weight: float, temperature: float) -> None:
         if weight < 0:
             raise ValueError(f"distillation weight must be >= 0, got {weight}")
-        self.teacher = teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = teacher.eval()  # frozen: only ever run under no_grad
         self.weight = weight
         self.loss = ConditionalDistillation(temperature)
 
