@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from common.data.formats.recording import Recording
@@ -128,3 +130,55 @@ def build_recording(
         split=split,
         info=dict(info or {}),
     )
+
+
+class ProcessWatch:
+    """The processes one test started, and whether any outlives it.
+
+    While active, a background thread records every live process whose command line mentions
+    one of ``markers`` (the test's own unique folders), their descendants and sessions
+    (:func:`common.processes.family`). :meth:`leftovers` is what of that is still alive: other
+    tests' or the machine's processes are never counted.
+    """
+
+    def __init__(self, *markers: str, poll: float = 0.3) -> None:
+        import threading
+
+        self.markers = [m for m in markers if m]
+        self.poll = poll
+        self.seen: dict[int, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _record(self) -> None:
+        from common.processes import family, process_table, processes_mentioning
+
+        leaders = [p for m in self.markers for p in processes_mentioning(m)]
+        table = process_table()
+        for pid in family(leaders) if leaders else set():
+            if pid in table and pid != os.getpid():
+                self.seen.setdefault(pid, table[pid][2])
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll):
+            self._record()
+
+    def __enter__(self) -> ProcessWatch:
+        self._record()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def leftovers(self, grace: float = 5.0) -> dict[int, str]:
+        """Recorded processes still alive ``grace`` seconds after the test's own shutdown."""
+        import time
+
+        from common.processes import alive
+
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(alive(p) for p in self.seen):
+            time.sleep(0.2)
+        return {p: c for p, c in self.seen.items() if alive(p)}

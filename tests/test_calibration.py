@@ -15,6 +15,7 @@ from common.data.preprocess import PreprocessConfig
 from common.data.synthetic.federation import FederationConfig, generate_federation
 from common.labels import Structure
 from common.recipe import Recipe
+from common.training import loop
 from common.training.loop import SegmentationTensors, evaluate
 from common.training.model import build_unet
 
@@ -51,7 +52,7 @@ def test_short_centralised_training_on_one_vendor(tmp_path: Path) -> None:
     )
     torch.manual_seed(0)
     model = build_unet(recipe.model)
-    history = train(
+    history = loop.train(
         model,
         SegmentationTensors.from_sites([train]),
         recipe,

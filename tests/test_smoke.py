@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.fl.test_simulation import live_processes
+from tests.helpers import ProcessWatch
 
 REPO = Path(__file__).resolve().parents[1]
 CONDITIONS = [
@@ -31,11 +31,11 @@ CONDITIONS = [
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("smoke")
-    before = live_processes()
     command = [sys.executable, str(REPO / "simulations" / "run.py"), "--smoke"]
-    first = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=900)
-    second = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300)
-    leftovers = {p: c for p, c in live_processes().items() if p not in before}
+    with ProcessWatch(str(work)) as watch:  # the harness's FLWR_HOME is under work
+        first = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=900)
+        second = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=300)
+    leftovers = watch.leftovers()
     return {
         "work": work,
         "first": first,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from simulations.loopback import Cluster, cli, done_rounds
-from tests.fl.test_simulation import live_processes
+from tests.helpers import ProcessWatch
 
 SITES = {
     "A": ("A", "camus-nifti"),
@@ -32,7 +32,7 @@ DATA = [
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
     base = tmp_path_factory.mktemp("deploy")
     Cluster.generate(base, DATA)
-    before = live_processes()
+    watch = ProcessWatch(str(base)).__enter__()  # this test's processes: they mention base
     cluster = Cluster(base, SITES, min_sites=3)
     out: dict = {"base": base, "home": cluster.home}
     try:
@@ -65,7 +65,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
         out["rows"] = cluster.rows("e2e")
     finally:
         cluster.close()
-        out["leftovers"] = {p: c for p, c in live_processes().items() if p not in before}
+        watch.__exit__()
+        out["leftovers"] = watch.leftovers()
     return out
 
 

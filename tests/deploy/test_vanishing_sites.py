@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from simulations.loopback import Cluster, done_rounds, stop
-from tests.fl.test_simulation import live_processes
+from tests.helpers import ProcessWatch
 
 SITES = {"A": ("A", "camus-nifti"), "B": ("B", "echonet-dynamic"), "D": ("D", "folder")}
 DATA = [
@@ -24,7 +24,7 @@ ROUNDS = 8
 def story(tmp_path_factory: pytest.TempPathFactory) -> dict:
     base = tmp_path_factory.mktemp("vanish")
     Cluster.generate(base, DATA)
-    before = live_processes()
+    watch = ProcessWatch(str(base)).__enter__()  # this test's processes: they mention base
     cluster = Cluster(base, SITES, min_sites=2)
     out: dict = {"home": cluster.home}
     run: subprocess.Popen | None = None
@@ -73,7 +73,9 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> dict:
         if run is not None:
             stop(run)
         cluster.close()
-        out["leftovers"] = {p: c for p, c in live_processes().items() if p not in before}
+        watch.__exit__()
+        out["leftovers"] = watch.leftovers()
+        out["watched"] = len(watch.seen)
     return out
 
 
@@ -102,4 +104,5 @@ def test_run_stops_at_the_deadline_and_keeps_its_checkpoints(story: dict) -> Non
 
 
 def test_no_process_left_behind(story: dict) -> None:
+    assert story["watched"] >= 5  # coordinator, SuperLink, three clients and their SuperNodes
     assert story["leftovers"] == {}

@@ -24,6 +24,7 @@ from common.security.checkpoint import load_checkpoint
 from common.training.model import ModelConfig, build_unet
 from fl_server.metrics_log import read_metrics_log
 from simulations.engine import SimulationEngine
+from tests.helpers import ProcessWatch
 
 APP_DIR = Path(__file__).resolve().parents[2]
 SITES = {"A": "camus-nifti", "B": "echonet-dynamic", "D": "folder"}
@@ -70,10 +71,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "save-updates": True,
         "seed": 1,
     }
-    before = live_processes()
-    with SimulationEngine(base / "flwr") as engine:
+    with ProcessWatch(str(base)) as watch, SimulationEngine(base / "flwr") as engine:
         outcome = engine.run(APP_DIR, run_config, num_sites=3, timeout=600)
-    leftovers = {pid: cmd for pid, cmd in live_processes().items() if pid not in before}
+    leftovers = watch.leftovers()
     return {
         "base": base,
         "outcome": outcome,
@@ -81,27 +81,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "specs": specs,
         "rows": read_metrics_log(base / "out" / "metrics.jsonl"),
         "leftovers": leftovers,
+        "watched": dict(watch.seen),
     }
-
-
-FLOWER_OR_RAY = ("flwr", "flower", "ray", "gcs_server")
-
-
-def live_processes() -> dict[int, str]:
-    """pid -> command line of every live Flower or Ray process (no zombies). Other processes
-    of the machine (a shell, an editor) come and go and are not this test's business."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="ignore")
-        except OSError:
-            continue
-        if state != "Z" and any(word in cmd for word in FLOWER_OR_RAY):
-            out[int(entry.name)] = cmd
-    return out
 
 
 def events(run: dict, name: str) -> list[dict]:
@@ -111,6 +92,8 @@ def events(run: dict, name: str) -> list[dict]:
 def test_run_succeeds_and_leaves_no_process(run: dict) -> None:
     assert run["outcome"].returncode == 0, "\n".join(run["outcome"].output[-40:])
     # SuperLink, ServerApp, simulation and Ray: everything the run started is gone
+    commands = " ".join(run["watched"].values())
+    assert "superlink" in commands and "raylet" in commands  # the watch saw the run's processes
     assert run["leftovers"] == {}
 
 
