@@ -157,7 +157,8 @@ def recipes_markdown(
     for name in federated:
         seeds = sorted(seed for (n, seed) in by if n == name)
         drifts = [
-            mean_drift(config.run_dir / "runs" / conditions[name].slug / f"seed-{seed}")
+            by[(name, seed)].get("drift")
+            or mean_drift(config.run_dir / "runs" / conditions[name].slug / f"seed-{seed}")
             for seed in seeds
         ]
         drifts = [d for d in drifts if d]

@@ -33,6 +33,7 @@ from common.training.scoring import score_sites
 from fl_server.metrics_log import read_metrics_log
 from simulations.engine import Resources, SimulationEngine
 from simulations.experiment import Condition, ExperimentConfig
+from simulations.recipes_report import mean_drift
 
 RESULT = "result.json"
 
@@ -166,6 +167,7 @@ def run_federated(ctx: RunContext, condition: Condition, seed: int, out: Path) -
     ]
     torch.save(model.state_dict(), out / "model-all.pt")
     return {
+        "drift": mean_drift(out),  # kept in result.json: the metrics log is not committed
         "test": score_sites(model, ctx.data, split="test", device=device),
         "curves": {"all": curve},
     }
