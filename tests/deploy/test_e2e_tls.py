@@ -42,7 +42,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
             cluster.start_client(site)
         out["run"] = subprocess.run(
             cluster.run_command(
-                "e2e", 2, "image-size=64 local-epochs=2 label-dropout-p=0.5 client-threads=1"
+                "e2e",
+                2,
+                "image-size=64 local-epochs=2 label-dropout-p=0.5 client-threads=1 "
+                "distillation-weight=0.5 label-aware=true",  # the partial-label options, deployed
             ),
             capture_output=True,
             text=True,
@@ -80,6 +83,11 @@ def test_federated_run_over_tls_with_node_authentication(deployment: dict) -> No
     negotiated = next(r for r in rows if r.get("event") == "negotiated")
     assert negotiated["partial"] == ["LA", "MYO"]
     assert deployment["clients_alive"]  # long-lived: still connected after the run
+    config = next(r for r in rows if r.get("event") == "train-config")
+    assert config["distillation-weight"] == 0.5 and config["label-aware"] is True
+    b_rounds = [x for x in rows if x.get("phase") == "train" and x.get("site") == "B"]
+    assert b_rounds and all(x["train-distillation-loss"] > 0 for x in b_rounds)  # B: LV only
+    assert [r["round"] for r in rows if r.get("event") == "class-drift"] == [1, 2]
     for r in (r for r in rows if r.get("event") == "round-done"):
         compute = max(
             x["train-seconds"]
