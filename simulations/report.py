@@ -181,6 +181,9 @@ def _draw(ax: Any, image: np.ndarray, labels: np.ndarray | None, title: str) -> 
     ax.axis("off")
 
 
+MAX_OVERLAY_CONDITIONS = 8
+
+
 def plot_overlays(
     config: ExperimentConfig,
     data: Mapping[str, SiteData],
@@ -206,7 +209,9 @@ def plot_overlays(
             path = paths_by.get("all") or paths_by.get(site)
             if path is None or not path.is_file():
                 continue
-            model = build_unet(config.recipe.model)
+            condition = next((c for c in config.conditions if c.name == cond_name), None)
+            recipe = config.recipe_for(condition) if condition is not None else config.recipe
+            model = build_unet(recipe.model)  # a condition may change the network (norm)
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             rows.append((cond_name, predict(model, images, device=device).numpy()))
         fig, axes = plt.subplots(
@@ -272,7 +277,7 @@ def write_report(
     plot_bars(rows, names, out_dir / "bars.png")
     first_seed = min(config.seeds)
     models: dict[str, dict[str, Path]] = {}
-    for cond in conditions:
+    for cond in conditions[:MAX_OVERLAY_CONDITIONS]:  # a figure stays readable (and small)
         run = config.run_dir / "runs" / cond.slug / f"seed-{first_seed}"
         found = {p.stem.removeprefix("model-"): p for p in run.glob("model-*.pt")}
         if found:
