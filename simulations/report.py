@@ -107,9 +107,12 @@ def markdown_table(
 
 
 def plot_curves(results: Sequence[dict[str, Any]], config: ExperimentConfig, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    many = len(config.conditions) > 10
+    fig, ax = plt.subplots(figsize=(10, 5.2) if many else (7, 4.2))
     le = config.recipe.train.epochs
-    for cond in config.conditions:
+    colours = plt.get_cmap("tab20").colors
+    for i, cond in enumerate(config.conditions):
+        style = {"color": colours[i % 20], "linestyle": ("-", "--", ":")[(i // 20) % 3]}
         runs = [r for r in results if r["condition"] == cond.name]
         if not runs:
             continue
@@ -127,15 +130,19 @@ def plot_curves(results: Sequence[dict[str, Any]], config: ExperimentConfig, pat
                 length = min(len(c[1]) for c in mine)
                 y = np.nanmean(np.stack([c[1][:length] for c in mine]), axis=0)
                 ax.plot(mine[0][0][:length], y, lw=1, alpha=0.7, label=f"{cond.name} ({name})")
+                style["linestyle"] = "-."
         else:
             length = min(len(c[1]) for c in curves)
             y = np.nanmean(np.stack([c[1][:length] for c in curves]), axis=0)
-            ax.plot(curves[0][0][:length], y, lw=2, label=cond.name)
+            ax.plot(curves[0][0][:length], y, lw=2, label=cond.name, **style)
     ax.set_xlabel("epochs over each site's data (round x local epochs)")
     ax.set_ylabel("validation Dice, mean of LV/MYO/LA (full truth)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if many:  # the legend beside the plot, not over the curves
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -181,7 +188,20 @@ def _draw(ax: Any, image: np.ndarray, labels: np.ndarray | None, title: str) -> 
     ax.axis("off")
 
 
-MAX_OVERLAY_CONDITIONS = 8
+MAX_OVERLAY_CONDITIONS = 6
+
+
+def save_small_png(fig: Any, path: Path, dpi: int) -> None:
+    """A figure as a 256-colour PNG: ultrasound overlays stay well under 300 KB."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png")
+    buffer.seek(0)
+    image = Image.open(buffer).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    image.save(path, format="PNG", optimize=True)
 
 
 def plot_overlays(
@@ -223,7 +243,7 @@ def plot_overlays(
         fig.suptitle(f"site {site}: LV red, MYO green, LA blue", fontsize=8)
         fig.tight_layout()
         path = out_dir / f"overlays-{site}.png"
-        fig.savefig(path, dpi=110)
+        save_small_png(fig, path, dpi=80)
         plt.close(fig)
         paths.append(path)
     return paths
