@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -182,3 +183,35 @@ class ProcessWatch:
         while time.monotonic() < deadline and any(alive(p) for p in self.seen):
             time.sleep(0.2)
         return {p: c for p, c in self.seen.items() if alive(p)}
+
+
+THREE_SITES = {"A": "camus-nifti", "B": "echonet-dynamic", "C": "hmc-qu"}  # all / LV / MYO
+
+
+def three_site_federation(base: Path, seed: int) -> Path:
+    """Tiny synthetic sites A {LV, MYO, LA}, B {LV}, C {MYO} under ``base/data`` and the
+    simulation's partition -> site map ``base/sites.json`` (returned)."""
+    import json
+
+    from common.config import SiteSpec
+    from common.data.synthetic.federation import FederationConfig, generate_federation
+
+    generate_federation(
+        FederationConfig.model_validate(
+            {
+                "seed": seed,
+                "output_dir": str(base / "data"),
+                "workers": 2,
+                "sites": [
+                    {"name": "A", "vendor": "A", "format": "camus-nifti", "cases": 8},
+                    {"name": "B", "vendor": "B", "format": "echonet-dynamic", "cases": 8},
+                    {"name": "C", "vendor": "C", "format": "hmc-qu", "cases": 4, "frames": 3},
+                ],
+            }
+        ),
+        progress=lambda _: None,
+    )
+    specs = [SiteSpec(name=n, format=f, root=base / "data" / n) for n, f in THREE_SITES.items()]
+    path = base / "sites.json"
+    path.write_text(json.dumps([s.model_dump(mode="json") for s in specs]))
+    return path

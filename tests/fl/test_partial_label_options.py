@@ -4,21 +4,18 @@ InstanceNorm, with packed, per-tensor and float16 weights, update validation and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from common.config import SiteSpec
-from common.data.synthetic.federation import FederationConfig, generate_federation
 from common.recipe import RECIPE_KEYS
 from common.security.checkpoint import load_checkpoint
 from common.training.model import ModelConfig, build_unet
 from fl_server.metrics_log import read_metrics_log
 from simulations.engine import SimulationEngine
+from tests.helpers import three_site_federation
 
 APP_DIR = Path(__file__).resolve().parents[2]
-SITES = {"A": "camus-nifti", "B": "echonet-dynamic", "C": "hmc-qu"}  # all / LV / MYO
 
 COMBINATIONS = {
     "distil-labelaware-fedadam-sgd": {
@@ -45,23 +42,7 @@ COMBINATIONS = {
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     base = tmp_path_factory.mktemp("options")
-    generate_federation(
-        FederationConfig.model_validate(
-            {
-                "seed": 5,
-                "output_dir": str(base / "data"),
-                "workers": 2,
-                "sites": [
-                    {"name": "A", "vendor": "A", "format": "camus-nifti", "cases": 8},
-                    {"name": "B", "vendor": "B", "format": "echonet-dynamic", "cases": 8},
-                    {"name": "C", "vendor": "C", "format": "hmc-qu", "cases": 4, "frames": 3},
-                ],
-            }
-        ),
-        progress=lambda _: None,
-    )
-    specs = [SiteSpec(name=n, format=f, root=base / "data" / n) for n, f in SITES.items()]
-    (base / "sites.json").write_text(json.dumps([s.model_dump(mode="json") for s in specs]))
+    three_site_federation(base, seed=5)
     out: dict[str, dict] = {}
     with SimulationEngine(base / "flwr") as engine:
         for name, options in COMBINATIONS.items():

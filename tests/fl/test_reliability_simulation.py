@@ -16,37 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.config import SiteSpec
-from common.data.synthetic.federation import FederationConfig, generate_federation
 from common.processes import family, processes_mentioning
 from common.security.checkpoint import load_checkpoint
 from fl_server.metrics_log import read_metrics_log
 from simulations.engine import SimulationEngine
+from tests.helpers import three_site_federation
 
 APP_DIR = Path(__file__).resolve().parents[2]
-SITES = {"A": "camus-nifti", "B": "echonet-dynamic", "C": "hmc-qu"}
 
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("reliability")
-    generate_federation(
-        FederationConfig.model_validate(
-            {
-                "seed": 7,
-                "output_dir": str(base / "data"),
-                "workers": 2,
-                "sites": [
-                    {"name": "A", "vendor": "A", "format": "camus-nifti", "cases": 8},
-                    {"name": "B", "vendor": "B", "format": "echonet-dynamic", "cases": 8},
-                    {"name": "C", "vendor": "C", "format": "hmc-qu", "cases": 4, "frames": 3},
-                ],
-            }
-        ),
-        progress=lambda _: None,
-    )
-    specs = [SiteSpec(name=n, format=f, root=base / "data" / n) for n, f in SITES.items()]
-    (base / "sites.json").write_text(json.dumps([s.model_dump(mode="json") for s in specs]))
+    three_site_federation(base, seed=7)
     return base
 
 
