@@ -1,8 +1,8 @@
 """Which weights belong to one output class: derived from the network, not from key names.
 
 An element of a parameter belongs to class ``c`` when it influences output channel ``c`` and no
-other: the gradient of each output channel's sum, on random inputs, is non-zero on exactly the
-elements that channel depends on. A buffer (BatchNorm running mean / variance) follows its
+other: the gradient of a random projection of each output channel, on random inputs, is non-zero
+on exactly the elements that channel depends on. A buffer (BatchNorm running mean / variance) follows its
 layer's weight; every other element is shared (owner -1). For the U-Net this finds the last
 convolution's per-class filters and biases: everything before it feeds every class.
 """
@@ -44,6 +44,9 @@ def class_owners(model: nn.Module, *, size: int = 32, trials: int = 2) -> dict[s
     for _ in range(trials):
         x = torch.randn(2, 1, size, size, generator=generator)
         out = probe(x)
+        # a random projection of each channel, not its plain sum: the sum of a batch-normalised
+        # channel is 0 whatever its scale, so the scale's gradient would vanish
+        projection = torch.randn(out.shape, generator=generator)
         classes = out.shape[1]
         if influence is None:
             influence = {
@@ -51,7 +54,7 @@ def class_owners(model: nn.Module, *, size: int = 32, trials: int = 2) -> dict[s
             }
         for c in range(classes):
             probe.zero_grad(set_to_none=True)
-            out[:, c].sum().backward(retain_graph=c < classes - 1)
+            (out[:, c] * projection[:, c]).sum().backward(retain_graph=c < classes - 1)
             for name, p in params.items():
                 if p.grad is not None:
                     influence[name][c] |= p.grad != 0

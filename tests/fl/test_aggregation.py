@@ -81,6 +81,7 @@ def test_drift_share_of_each_class_head() -> None:
 
 
 def test_class_owners_are_derived_from_the_network() -> None:
+    torch.manual_seed(0)
     owners = class_owners(build_unet(ModelConfig(channels=(4, 8, 16))))
     owned = {k: v for k, v in owners.items() if (v != SHARED).any()}
     # the U-Net's last convolution (4 -> 4 classes, 3x3) and its bias, one filter per class
