@@ -2,9 +2,9 @@
 
 An element of a parameter belongs to class ``c`` when it influences output channel ``c`` and no
 other: the gradient of a random projection of each output channel, on random inputs, is non-zero
-on exactly the elements that channel depends on. A buffer (BatchNorm running mean / variance) follows its
-layer's weight; every other element is shared (owner -1). For the U-Net this finds the last
-convolution's per-class filters and biases: everything before it feeds every class.
+on exactly the elements that channel depends on. A buffer (BatchNorm running mean / variance)
+follows its layer's weight; every other element is shared (owner -1). For the U-Net this finds
+the last convolution's per-class filters and biases: everything before it feeds every class.
 """
 
 from __future__ import annotations
