@@ -146,6 +146,7 @@ FLAT_NAMES: dict[tuple[str, ...], str] = {
     ("model", "num_res_units"): "model-res-units",
     ("model", "dropout"): "model-dropout",
     ("model", "norm"): "model-norm",
+    ("model", "head"): "model-head",
     ("preprocess", "size"): "image-size",
     ("optimiser", "name"): "optimiser",
     ("loss", "name"): "loss",

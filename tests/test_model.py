@@ -61,3 +61,26 @@ def test_a_corrupt_cached_file_is_rebuilt(tmp_path: Path) -> None:
     model = load_unet(SMALL, tmp_path)
     assert len(model.state_dict()) == len(build_unet(SMALL).state_dict())
     assert torch.jit.load(str(cached)) is not None  # the file was written again
+
+
+def test_pointwise_head_gives_each_class_one_row_of_a_1x1_conv(tmp_path: Path) -> None:
+    """``head = "pointwise"``: the U-Net's top block outputs ``channels[0]`` features and a 1x1
+    conv maps them to the 4 classes, so the class slices are exactly that conv's rows (the
+    default MONAI head's class slices are its last 4->4 conv only; its 4-channel transposed
+    conv and BatchNorm mix the classes)."""
+    import numpy as np
+
+    from common.training.class_slices import class_owners
+
+    config = ModelConfig(channels=(4, 8, 16), head="pointwise")
+    model = build_unet(config)
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 4, 32, 32)
+    owned = {k: v for k, v in class_owners(model).items() if (v >= 0).any()}
+    assert sorted(owned) == ["1.bias", "1.weight"]
+    assert owned["1.weight"].shape == (4, 4, 1, 1)
+    for c in range(4):
+        assert (owned["1.weight"][c] == c).all() and owned["1.bias"][c] == c
+    default = class_owners(build_unet(SMALL))
+    assert sum(int((v >= 0).sum()) for v in default.values()) == 4 * (4 * 9 + 1)
+    scripted = load_unet(config, tmp_path)  # the cached TorchScript network has the same names
+    assert list(scripted.state_dict()) == list(model.state_dict())

@@ -10,6 +10,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
@@ -29,6 +31,11 @@ class ModelConfig(BaseModel):
     num_res_units: int = Field(default=1, ge=0, le=4)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     norm: str = "batch"
+    # "unet": MONAI's top block outputs the classes (a 4-channel transposed conv, its
+    # BatchNorm and a 4->4 conv: the class channels share a normalisation and mix);
+    # "pointwise": the U-Net outputs channels[0] features and a 1x1 conv maps them to the
+    # classes, so each class owns exactly one row of the last layer.
+    head: Literal["unet", "pointwise"] = "unet"
 
     @field_validator("channels")
     @classmethod
@@ -46,16 +53,20 @@ def build_unet(config: ModelConfig | None = None) -> nn.Module:
     from monai.networks.nets import UNet  # imported here: importing MONAI takes seconds
 
     config = config or ModelConfig()
-    return UNet(
+    pointwise = config.head == "pointwise"
+    unet = UNet(
         spatial_dims=2,
         in_channels=1,
-        out_channels=NUM_CLASSES,
+        out_channels=config.channels[0] if pointwise else NUM_CLASSES,
         channels=config.channels,
         strides=(2,) * (len(config.channels) - 1),
         num_res_units=config.num_res_units,
         dropout=config.dropout,
         norm=config.norm,
     )
+    if not pointwise:
+        return unet
+    return nn.Sequential(unet, nn.Conv2d(config.channels[0], NUM_CLASSES, kernel_size=1))
 
 
 def required_divisor(config: ModelConfig | None = None) -> int:
