@@ -6,8 +6,9 @@ the cached site data) in one process so a recipe idea costs ~20 s at --quick siz
 ~90 s; a promising idea is then measured with the harness. Server-side steps here are written
 out (server lr / momentum on the aggregated change) to probe ideas before they become options.
 
-    python investigations/inprocess_fedavg.py --config simulations/configs/partial-labels-screen.toml \
-        --seeds 0 1 2 --set optimiser.lr=0.002 --server-lr 1.0 --tag plain
+    python investigations/inprocess_fedavg.py \
+        --config simulations/configs/partial-labels-screen.toml --seeds 0 1 2 \
+        --set aggregation.step_normalised=true --server-momentum 0.7 --tag sn-m07
 """
 
 from __future__ import annotations
@@ -23,17 +24,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.config import read_toml  # noqa: E402
-from common.data.cache import load_site_cached  # noqa: E402
-from common.federation.protocol import TrainInstruction  # noqa: E402
-from common.federation.site_round import train_site  # noqa: E402
-from common.labels import partially_labelled  # noqa: E402
-from common.recipe import Recipe, merge  # noqa: E402
-from common.training.class_slices import class_owners  # noqa: E402
-from common.training.model import build_unet  # noqa: E402
-from common.training.scoring import score_sites  # noqa: E402
-from fl_server.aggregation import SiteUpdate, aggregate, drift_shares  # noqa: E402
-from simulations.experiment import ExperimentConfig  # noqa: E402
+from common.config import read_toml
+from common.data.cache import load_site_cached
+from common.federation.protocol import TrainInstruction
+from common.federation.site_round import train_site
+from common.labels import partially_labelled
+from common.recipe import Recipe, merge
+from common.training.class_slices import class_owners
+from common.training.model import build_unet
+from common.training.scoring import score_sites
+from fl_server.aggregation import SiteUpdate, aggregate, drift_shares
+from simulations.experiment import ExperimentConfig
 
 
 def parse_value(text: str):  # type: ignore[no-untyped-def]
@@ -159,7 +160,8 @@ def main() -> int:
                 la = np.mean([val[n]["LA"] for n in train_names])
                 myo = np.mean([val[n]["MYO"] for n in train_names])
                 print(
-                    f"[{args.tag} s{seed}] round {rnd} val MYO {myo:.3f} LA {la:.3f}  A/LA {val['A']['LA']:.3f}",
+                    f"[{args.tag} s{seed}] round {rnd} val MYO {myo:.3f} LA {la:.3f}"
+                    f"  A/LA {val['A']['LA']:.3f}",
                     flush=True,
                 )
         test = score_sites(model, sites, split="test", device=device, amp=False)

@@ -68,7 +68,6 @@ def test_pointwise_head_gives_each_class_one_row_of_a_1x1_conv(tmp_path: Path) -
     conv maps them to the 4 classes, so the class slices are exactly that conv's rows (the
     default MONAI head's class slices are its last 4->4 conv only; its 4-channel transposed
     conv and BatchNorm mix the classes)."""
-    import numpy as np
 
     from common.training.class_slices import class_owners
 

@@ -8,10 +8,9 @@ import logging
 import warnings
 from importlib.metadata import version
 from pathlib import Path
-
-import torch
 from typing import Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
