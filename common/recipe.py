@@ -103,7 +103,6 @@ class AggregationSettings(_Section):
     strategy: StrategyName = "fedavg"
     proximal_mu: float = Field(default=0.0, ge=0)  # FedProx only
     trim_beta: float = Field(default=0.2, ge=0, lt=0.5)  # FedTrimmedAvg only
-    update_norm_factor: float = Field(default=10.0, ge=0)  # 0: off
     label_aware: bool = False
     step_normalised: bool = False
     server_lr: float = Field(default=1.0, gt=0, le=10)

@@ -217,7 +217,8 @@ class FederatedRun:
         gate = UpdateGate(
             reference,
             transfer_dtype=s.transfer_dtype,
-            norm_factor=s.recipe.aggregation.update_norm_factor,
+            norm_factor=s.update_norm_factor,
+            min_change=s.update_min_change,
             log=self.log,
         )
         self.strategy: EchoRounds = make_strategy(

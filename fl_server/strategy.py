@@ -47,7 +47,7 @@ from common.federation import protocol
 from common.federation.protocol import ARRAYS, CONFIG, NUM_EXAMPLES, EvaluateInstruction
 from common.federation.run_settings import RunSettings
 from common.labels import BACKGROUND, Structure
-from fl_server import aggregation
+from fl_server import aggregation, claims
 from fl_server import replies as recorded
 from fl_server.admission import SiteAdmission
 from fl_server.aggregation import SiteUpdate
@@ -181,6 +181,7 @@ class EchoRounds:
         ok = [m for m in replies if not m.has_error()]
         if self.updates_dir is not None:  # what arrived, as it arrived
             recorded.audit_replies(self.metrics_log, server_round, "train", ok, name_of)
+        ok = self._believable(server_round, "train", ok)
         decoded = self.gate.decode(
             server_round,
             [Reply(name_of(m.metadata.src_node_id), _arrays(m), m) for m in ok],
@@ -231,10 +232,45 @@ class EchoRounds:
         recorded.log_replies(self.metrics_log, server_round, "val", replies, name_of)
         if self.updates_dir is not None:
             recorded.audit_replies(self.metrics_log, server_round, "val", replies, name_of)
+        replies = self._believable(server_round, "val", [m for m in replies if not m.has_error()])
         metrics = super().aggregate_evaluate(server_round, replies)  # type: ignore[misc]
         if metrics is not None:
             self.metrics_log.site_row(server_round, "val", "*", 0, dict(metrics))
         return metrics
+
+    def _believable(self, server_round: int, split: str, replies: list[Message]) -> list[Message]:
+        """The replies whose metrics pass :func:`fl_server.claims.metric_problem` against the
+        counts the site declared in the query round; a training reply's ``num-examples`` is
+        then set to that count (the FedAvg weight is the coordinator's, not the reply's)."""
+        kept = []
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            site = self.admission.sites.get(node)
+            name = self.admission.name_of(node)
+            records = list(msg.content.metric_records.values())
+            size = site.counts.get(split, 0) if site is not None else 0
+            if site is None:
+                problem = "the reply is not from an admitted site"
+            elif len(records) != 1:
+                problem = f"the reply carries {len(records)} metric records, expected 1"
+            else:
+                problem = claims.metric_problem(records[0], size, training=split == "train")
+            if problem is not None:
+                if split == "train":
+                    self.gate.reject(server_round, name, problem)
+                else:
+                    self.metrics_log.event(
+                        "metrics-rejected",
+                        round=server_round,
+                        split=split,
+                        site=name,
+                        reason=problem,
+                    )
+                continue
+            if split == "train":
+                records[0][NUM_EXAMPLES] = float(size)
+            kept.append(msg)
+        return kept
 
     def _site_update(self, update: Update) -> SiteUpdate:
         msg: Message = update.key  # type: ignore[assignment]
@@ -270,7 +306,8 @@ class EchoRounds:
         replies = list(grid.send_and_receive(messages, timeout=timeout))
         r, split = instruction.server_round, instruction.split
         recorded.log_replies(self.metrics_log, r, split, replies, self.admission.name_of)
-        rows = [dict(m.content[protocol.METRICS]) for m in replies if not m.has_error()]
+        replies = self._believable(r, split, [m for m in replies if not m.has_error()])
+        rows = [dict(m.content[protocol.METRICS]) for m in replies]
         if not rows:
             return {}
         aggregate = protocol.aggregate_metrics(rows, NUM_EXAMPLES)

@@ -10,6 +10,7 @@ update's norm is logged (``update-norms``). No Flower here: replies come in as
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -46,11 +47,16 @@ class UpdateGate:
         transfer_dtype: str,
         norm_factor: float,
         log: MetricsLog,
+        min_change: float = 0.0,
+        history_rounds: int = 5,
     ) -> None:
         self.reference = dict(reference)  # names, shapes, dtypes of the model's state
         self.transfer_dtype = transfer_dtype
         self.norm_factor = norm_factor
+        self.min_change = min_change
         self.log = log
+        # the median accepted update norm of each recent round: the yardstick with two sites
+        self.history: deque[float] = deque(maxlen=history_rounds)
 
     def decode(self, server_round: int, replies: list[Reply]) -> list[Update]:
         """Replies whose weights decode to the model's layout (the others logged)."""
@@ -72,8 +78,15 @@ class UpdateGate:
         if not updates:
             return []
         accepted, rejected, norms = validate_updates(
-            [(u.site, u.weights) for u in updates], current, self.norm_factor
+            [(u.site, u.weights) for u in updates],
+            current,
+            self.norm_factor,
+            min_change=self.min_change,
+            history=list(self.history),
         )
+        kept = [norms[updates[i].site] for i in accepted]
+        if kept:
+            self.history.append(float(np.median(kept)))
         for rejection in rejected:
             self.reject(server_round, rejection.site, rejection.reason)
         if norms:

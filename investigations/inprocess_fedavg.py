@@ -58,6 +58,36 @@ def nested(key: str, value) -> dict:  # type: ignore[no-untyped-def]
     return out
 
 
+def flat_change(weights, current, buffers) -> np.ndarray:  # type: ignore[no-untyped-def]
+    return np.concatenate(
+        [
+            (np.asarray(weights[k], np.float64) - v).ravel()
+            for k, v in current.items()
+            if k not in buffers and v.dtype.kind == "f"
+        ]
+    )
+
+
+def measure_gate(tag, seed, rnd, updates, current, buffers, previous):  # type: ignore[no-untyped-def]
+    """Per site: per-step norm / median of the others', cosine to the others' coordinate-wise
+    median change and to the previous global change, relative change ||d|| / ||w||."""
+    deltas = [flat_change(u.weights, current, buffers) for u in updates]
+    w = np.sqrt(sum(float((v.astype(np.float64) ** 2).sum()) for k, v in current.items()
+                    if k not in buffers and v.dtype.kind == "f"))
+    per_step = [np.linalg.norm(d) / u.steps for d, u in zip(deltas, updates)]
+    parts = []
+    for i, (d, u) in enumerate(zip(deltas, updates)):
+        others = [deltas[j] for j in range(len(deltas)) if j != i]
+        med = np.median(np.stack(others), axis=0)
+        cos_med = float(d @ med / (np.linalg.norm(d) * np.linalg.norm(med) + 1e-30))
+        cos_prev = (float(d @ previous / (np.linalg.norm(d) * np.linalg.norm(previous) + 1e-30))
+                    if previous is not None else float("nan"))
+        ratio = per_step[i] / float(np.median([per_step[j] for j in range(len(deltas)) if j != i]))
+        parts.append(f"{u.site}: step-norm x{ratio:.2f} cos-others {cos_med:+.2f} "
+                     f"cos-prev {cos_prev:+.2f} rel {np.linalg.norm(d) / w:.1e}")
+    print(f"  gate [{tag} s{seed} r{rnd}] " + " | ".join(parts), flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", required=True)
@@ -68,6 +98,7 @@ def main() -> int:
     ap.add_argument("--server-momentum", type=float, default=0.0)
     ap.add_argument("--full", action="store_true", help="fully labelled sites")
     ap.add_argument("--tag", default="probe")
+    ap.add_argument("--measure-gate", action="store_true", help="print update geometry")
     ap.add_argument("--diagnose", action="store_true", help="score each local model too")
     ap.add_argument("--out", default="runs/probe")
     args = ap.parse_args()
@@ -100,6 +131,7 @@ def main() -> int:
         buffers = {n for n, _ in model.named_buffers()}
         owners = class_owners(model)
         velocity: dict[str, np.ndarray] = {}
+        previous_change = None
         curve, drifts = [], []
         for rnd in range(1, rounds + 1):
             current = {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
@@ -134,6 +166,8 @@ def main() -> int:
                     )
                 )
             drifts.append(drift_shares(updates, current, owners, [1, 2, 3]))
+            if args.measure_gate:
+                measure_gate(args.tag, seed, rnd, updates, current, buffers, previous_change)
             new = aggregate(
                 updates,
                 current,
@@ -149,6 +183,7 @@ def main() -> int:
                     v = args.server_momentum * velocity.get(k, 0.0) + delta
                     velocity[k] = v
                     new[k] = (ref + args.server_lr * v).astype(ref.dtype)
+            previous_change = flat_change(new, current, buffers)
             model.load_state_dict(
                 {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in new.items()}
             )

@@ -121,8 +121,8 @@ def test_server_optimisers_step_parameters_and_average_buffers_plainly(
     settings = parse_run_settings({**flat, "min-sites": 2, "update-norm-factor": 0})
     log = MetricsLog(tmp_path / "m.jsonl")
     infos = {
-        1: SiteInfo(1, "A", frozenset(Structure), {}),
-        2: SiteInfo(2, "B", frozenset({Structure.LV}), {}),
+        1: SiteInfo(1, "A", frozenset(Structure), {"train": 10}),
+        2: SiteInfo(2, "B", frozenset({Structure.LV}), {"train": 30}),
     }
     admission = SiteAdmission(lambda g, n: [infos[i] for i in n], registry="", log=log)
     current = {

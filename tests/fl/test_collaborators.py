@@ -93,6 +93,7 @@ def test_gate_decodes_validates_and_logs(tmp_path: Path) -> None:
     }
     assert reasons["B"] == "packed weights are float32, the run transfers float16"
     assert reasons["E"] == "tensor w has shape (6,), expected (2, 3)"
-    assert "exceeds 10 x the median" in reasons["D"]
+    assert "exceeds update-norm-factor 10 x the reference" in reasons["D"]
+    assert list(gate.history) == [np.linalg.norm(good["w"])]  # the yardstick of later rounds
     norms = next(r for r in read_metrics_log(log.path) if r.get("event") == "update-norms")
     assert set(norms["norms"]) == {"A", "C", "D"}  # E was malformed: no norm
