@@ -53,7 +53,7 @@ class RunOptions(StrictModel):
     initial_checkpoint: str = Field("", alias="initial-checkpoint")  # fine-tune from a model
     site_registry: str = Field("", alias="site-registry")  # coordinator: name -> node id
     # the update gate (fl_server.validation): the coordinator's, not the training recipe's
-    update_norm_factor: float = Field(3.0, ge=0, alias="update-norm-factor")  # 0: off
+    update_norm_factor: float = Field(4.0, ge=0, alias="update-norm-factor")  # 0: off
     update_min_change: float = Field(1e-3, ge=0, lt=1, alias="update-min-change")  # 0: off
 
 
