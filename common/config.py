@@ -22,6 +22,7 @@ from pydantic import (
 
 from common.errors import ConfigError
 from common.labels import LabelledSet, parse_labelled_set
+from common.names import check_name
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -47,7 +48,7 @@ def _optional_labelled(value: Any) -> LabelledSet | None:
 # Field types shared by every config that names a dataset format or a labelled set.
 FormatName = Annotated[str, AfterValidator(_known_format)]
 OptionalLabelledSet = Annotated[LabelledSet | None, BeforeValidator(_optional_labelled)]
-SiteName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+SiteName = Annotated[str, AfterValidator(check_name)]  # common.names: one rule everywhere
 
 
 class SiteSpec(StrictModel):

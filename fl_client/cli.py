@@ -32,6 +32,7 @@ from pathlib import Path
 from common.data.cache import load_site_cached
 from common.errors import ConfigError, EchoflError
 from common.labels import format_labelled_set
+from common.names import site_name_arg
 from fl_client.site_config import SiteConfig, check_files, load_site_config, site_config_path
 
 EXIT_CONFIG, EXIT_UNREGISTERED, EXIT_UNREACHABLE = 2, 3, 4
@@ -237,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fl-client", description="Run this hospital's echofl federated client."
     )
-    parser.add_argument("--site", required=True, help="site name (its <site>.toml is read)")
+    parser.add_argument(
+        "--site", required=True, type=site_name_arg, help="site name (its <site>.toml is read)"
+    )
     parser.add_argument("--config", type=Path, help="the site's config file")
     parser.add_argument(
         "--config-dir",

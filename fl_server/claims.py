@@ -72,4 +72,3 @@ def metric_problem(metrics: Mapping[str, Any], split_size: int, *, training: boo
         if key in metrics and float(metrics[key]) < 0:
             return f"{key} = {float(metrics[key]):g} is negative"
     return None
-

@@ -26,11 +26,13 @@ import sys
 import tomllib
 from pathlib import Path
 
+import tomli_w
 from cryptography.hazmat.primitives import serialization
 
 from common.errors import ConfigError, EchoflError
 from common.federation.run_settings import parse_run_settings
 from common.files import write_atomic
+from common.names import run_name_arg, site_name_arg
 from common.security.checkpoint import load_checkpoint
 from common.security.pki import (
     add_site_keys,
@@ -92,12 +94,19 @@ def _flwr(home: CoordinatorHome, *args: str, check: bool = True) -> subprocess.C
 
 
 def site_template(site: str, coordinator: str) -> str:
-    return f"""# echofl site configuration for {site} (see docs/hospital-quickstart.md).
-site = "{site}"
-coordinator = "{coordinator}"
-ca_certificate = "ca.crt"
-private_key = "site.key"
-# Fill these in: the dataset in its native layout and its format
+    """A hospital's config template; values written by a TOML writer, the guidance as comments."""
+    identity = tomli_w.dumps(
+        {
+            "site": site,
+            "coordinator": coordinator,
+            "ca_certificate": "ca.crt",
+            "private_key": "site.key",
+        }
+    )
+    return (
+        f"# echofl site configuration for {site} (see docs/hospital-quickstart.md).\n"
+        + identity
+        + """# Fill these in: the dataset in its native layout and its format
 # (camus-nifti | camus-mhd | echonet-dynamic | hmc-qu | folder).
 data_dir = "/path/to/your/dataset"
 format = "camus-nifti"
@@ -107,6 +116,7 @@ flwr_home = "flwr"               # where Flower unpacks the app it receives (mus
 runtime_port = 9094
 log_file = "logs/fl-client.log"
 """
+    )
 
 
 def write_bundle(home: CoordinatorHome, site: str, host: str, port: int) -> Path:
@@ -128,12 +138,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     check_app_dir(app_dir)  # before anything is written
     home.root.mkdir(parents=True, exist_ok=True)
     init_pki(home.pki.root, args.host, args.site, force=args.force)
-    config = (
-        f'hosts = {json.dumps(args.host)}\nlisten_host = "{args.listen_host}"\n'
-        f"port = {args.port}\nmin_sites = {args.min_sites}\n"
-        f"app_dir = {json.dumps(str(app_dir))}\n"
-    )
-    write_atomic(home.config_file, config.encode())
+    config = {
+        "hosts": args.host,
+        "listen_host": args.listen_host,
+        "port": args.port,
+        "min_sites": args.min_sites,
+        "app_dir": str(app_dir),
+    }
+    write_atomic(home.config_file, tomli_w.dumps(config).encode())
     for site in args.site:
         write_bundle(home, site, args.host[0], args.port)
     _say(
@@ -312,12 +324,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_app_dir(config.app_dir)
     if args.resume:
         name = args.resume
-        out = home.runs / name
+        out = home.run_dir(name)
         if not (out / "metrics.jsonl").is_file():
             raise ConfigError(out, "no run to resume here (no metrics.jsonl)")
     else:
         name = args.name or dt.datetime.now().strftime("run-%Y%m%d-%H%M%S")
-        out = home.runs / name
+        out = home.run_dir(name)
         if out.exists() and any(out.iterdir()):
             raise ConfigError(
                 out, "a run with this name already has outputs (choose --name, or --resume it)"
@@ -419,6 +431,45 @@ def cmd_firewall(args: argparse.Namespace) -> int:
     return 0
 
 
+def host_arg(text: str) -> str:
+    """A DNS name or an IP address (what goes into the server certificate)."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+        return text
+    except ValueError:
+        pass
+    labels = text.rstrip(".").split(".")
+    if (
+        not text
+        or len(text) > 253
+        or not all(re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?", x) for x in labels)
+    ):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host name or an IP address")
+    return text
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is 1-65535, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fl-server", description="echofl coordinator tool")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -437,12 +488,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--host",
         action="append",
         required=True,
+        type=host_arg,
         help="a name or IP the sites use for the coordinator (repeatable)",
     )
-    p.add_argument("--site", action="append", default=[], help="a site name (repeatable)")
-    p.add_argument("--port", type=int, default=9092)
-    p.add_argument("--listen-host", default="0.0.0.0")
-    p.add_argument("--min-sites", type=int, default=2)
+    p.add_argument(
+        "--site", action="append", default=[], type=site_name_arg, help="a site name (repeatable)"
+    )
+    p.add_argument("--port", type=port_arg, default=9092)
+    p.add_argument("--listen-host", type=host_arg, default="0.0.0.0")
+    p.add_argument("--min-sites", type=positive_int, default=2)
     p.add_argument(
         "--app-dir",
         type=Path,
@@ -451,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true")
     p.set_defaults(fn=cmd_init)
     p = with_home(sub.add_parser("add-site", help="keys + bundle for a new site, or rotate"))
-    p.add_argument("--site", required=True)
+    p.add_argument("--site", required=True, type=site_name_arg)
     p.add_argument("--rotate", action="store_true", help="replace the site's keys")
     p.set_defaults(fn=cmd_add_site)
     with_home(sub.add_parser("start", help="run the SuperLink (foreground)")).set_defaults(
@@ -459,16 +513,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, fn in (("register", cmd_register), ("unregister", cmd_unregister)):
         p = with_home(sub.add_parser(name, help=f"{name} a site's public key"))
-        p.add_argument("--site", required=True)
+        p.add_argument("--site", required=True, type=site_name_arg)
         p.set_defaults(fn=fn)
     with_home(sub.add_parser("status", help="sites and runs")).set_defaults(fn=cmd_status)
     p = with_home(sub.add_parser("run", help="launch a federated training run"))
-    p.add_argument("--rounds", type=int)
+    p.add_argument("--rounds", type=positive_int)
     p.add_argument(
-        "--resume", metavar="NAME", help="continue a stopped run from its last completed round"
+        "--resume",
+        metavar="NAME",
+        type=run_name_arg,
+        help="continue a stopped run from its last completed round",
     )
-    p.add_argument("--min-sites", type=int)
-    p.add_argument("--name", help="run folder name (default: run-<timestamp>)")
+    p.add_argument("--min-sites", type=positive_int)
+    p.add_argument("--name", type=run_name_arg, help="run folder name (default: run-<timestamp>)")
     p.add_argument("--run-config", help='extra overrides, e.g. "label-dropout-p=0.5 lr=0.002"')
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("verify", help="check a checkpoint's digest and signature")

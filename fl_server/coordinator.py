@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import Field
 
 from common.config import StrictModel, load_config
+from common.names import check_name, child
 from common.security.pki import PkiPaths
 
 CONNECTION = "echofl"
@@ -48,7 +49,11 @@ class CoordinatorHome:
         return PkiPaths(self.root / "pki")
 
     def bundle(self, site: str) -> Path:
-        return self.root / "bundles" / site
+        return child(self.root / "bundles", check_name(site), "site name")
+
+    def run_dir(self, name: str) -> Path:
+        """``runs/<name>``: a valid run name, directly under the runs folder."""
+        return child(self.runs, check_name(name, "run name"), "run name")
 
     @property
     def database(self) -> Path:

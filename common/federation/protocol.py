@@ -41,6 +41,7 @@ import numpy as np
 
 from common.federation.packing import PACKED_FLOAT, PACKED_INT, is_packed, pack, unpack
 from common.labels import LabelledSet, Structure, format_labelled_set, parse_labelled_set
+from common.names import check_name
 from common.training.metrics import STRUCTURES, SegmentationScores
 
 ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"
@@ -176,6 +177,10 @@ class SiteDescription:
         name = str(site.get("name", ""))
         if not name:
             raise ProtocolError("query reply without a site name")
+        try:
+            check_name(name)
+        except ValueError as exc:
+            raise ProtocolError(f"query reply: {exc}") from None
         text = str(site.get("labelled", ""))
         try:
             labelled = parse_labelled_set(text.split(",")) if text else frozenset()

@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.errors import ConfigError
 from common.files import write_atomic
+from common.names import check_name, child
 
 CURVE = ec.SECP384R1()
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -54,11 +55,14 @@ class PkiPaths:
     def server_key(self) -> Path:
         return self.root / "server" / "server.key"
 
+    def site_dir(self, site: str) -> Path:
+        return child(self.root / "sites", check_name(site), "site name")
+
     def site_key(self, site: str) -> Path:
-        return self.root / "sites" / site / "site.key"
+        return self.site_dir(site) / "site.key"
 
     def site_pub(self, site: str) -> Path:
-        return self.root / "sites" / site / "site.pub"
+        return self.site_dir(site) / "site.pub"
 
     @property
     def signing_key(self) -> Path:
