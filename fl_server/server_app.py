@@ -133,7 +133,9 @@ class FederatedRun:
             point = find_resume_point(self.out)
             if point.checkpoint is not None:
                 dropped = trim_log(self.out, point.completed)
-                state, _ = load_checkpoint(point.checkpoint, verify_key=verify_key)
+                state, _ = load_checkpoint(
+                    point.checkpoint, verify_key=verify_key, expect_run=self.out.name
+                )
                 self.best.update(score=point.best_score, round=point.best_round)
                 self.log.event("resumed", after_round=point.completed, rows_dropped=dropped)
                 say(
@@ -149,9 +151,13 @@ class FederatedRun:
             say(f"starting from {s.initial_checkpoint} (signature verified)")
         return ArrayRecord(model.state_dict()), -1
 
-    def metadata(self, server_round: int, validation: dict | None = None) -> dict:
-        """What a checkpoint's sidecar records besides the weights."""
+    def metadata(
+        self, server_round: int, validation: dict | None = None, role: str = "round"
+    ) -> dict:
+        """What a checkpoint's sidecar records besides the weights (signed with them)."""
         meta = {
+            "run": self.out.name,
+            "role": role,
             "round": server_round,
             "model": self.settings.recipe.model.model_dump(mode="json"),
             "image_size": self.settings.recipe.preprocess.size[0],
@@ -170,7 +176,8 @@ class FederatedRun:
         score = protocol.mean_dice(validation)
         if server_round > 0 and score > self.best["score"]:
             self.best.update(score=score, round=server_round)
-            save_checkpoint(self.checkpoints / "best.pt", state, meta, self.signing_key)
+            best = {**meta, "role": "best"}
+            save_checkpoint(self.checkpoints / "best.pt", state, best, self.signing_key)
         if server_round > 0:
             seconds = time.perf_counter() - self.round_started
             trained = self.strategy.participants.get(server_round, [])
@@ -253,7 +260,7 @@ class FederatedRun:
         save_checkpoint(
             self.checkpoints / "final.pt",
             final.to_torch_state_dict(),
-            self.metadata(s.num_server_rounds),
+            self.metadata(s.num_server_rounds, role="final"),
             self.signing_key,
         )
         test: dict = {}

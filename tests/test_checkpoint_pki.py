@@ -122,3 +122,30 @@ def test_signed_checkpoint_round_trip_and_refusals(tmp_path: Path, pki: PkiPaths
     save_checkpoint(path, state, {"round": 2}, signing_key=load_signing_key(other.signing_key))
     with pytest.raises(DataError, match="invalid checkpoint signature"):
         load_checkpoint(path, verify_key=load_verify_key(pki.signing_pub))
+
+
+def test_a_signed_checkpoint_cannot_be_replayed_as_another(tmp_path: Path, pki: PkiPaths) -> None:
+    import shutil
+
+    key, pub = load_signing_key(pki.signing_key), load_verify_key(pki.signing_pub)
+    state = {"w": torch.zeros(3)}
+    first = tmp_path / "round-0000.pt"
+    save_checkpoint(first, state, {"run": "run-1", "role": "round", "round": 0}, signing_key=key)
+    final = tmp_path / "final.pt"  # the round-0 model copied over the final one
+    shutil.copyfile(first, final)
+    shutil.copyfile(f"{first}.json", f"{final}.json")
+    with pytest.raises(DataError, match=r"signed as 'round-0000\.pt', not 'final\.pt'"):
+        load_checkpoint(final, verify_key=pub)
+    # the run is bound too: a resume refuses another run's checkpoint
+    assert load_checkpoint(first, verify_key=pub, expect_run="run-1")[1]["round"] == 0
+    with pytest.raises(DataError, match="belongs to run 'run-1', not 'run-2'"):
+        load_checkpoint(first, verify_key=pub, expect_run="run-2")
+
+
+@pytest.mark.parametrize("content", ["[1, 2, 3]", "null", '"text"'])
+def test_a_sidecar_that_is_not_an_object_is_refused(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "final.pt"
+    save_checkpoint(path, {"w": torch.zeros(3)}, {"round": 1})
+    Path(f"{path}.json").write_text(content)
+    with pytest.raises(DataError, match="checkpoint sidecar is not a JSON object"):
+        load_checkpoint(path)

@@ -8,6 +8,10 @@ renamed, so a crash never leaves a half-written checkpoint.
 
 Loading checks the digest (a modified weights file is refused) and, given the coordinator's
 public key, the signature (an unsigned checkpoint, or one whose sidecar was edited, is refused).
+The signed sidecar names the file, its role (``round``, ``best``, ``final``), the round and the
+run, so a signed checkpoint cannot be replayed as another: ``round-0000.pt`` copied over
+``final.pt`` is refused because it was signed as ``round-0000.pt``, and a resume refuses a
+checkpoint signed for another run (``expect_run``).
 """
 
 from __future__ import annotations
@@ -100,16 +104,29 @@ def verify_signature(path: Path, sidecar: Mapping[str, Any], key: Ed25519PublicK
 
 
 def load_checkpoint(
-    path: Path, verify_key: Ed25519PublicKey | None = None
+    path: Path, verify_key: Ed25519PublicKey | None = None, *, expect_run: str | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a checkpoint after checking its digest (and its signature when ``verify_key`` is
-    given); returns (state dict, sidecar)."""
+    """Load a checkpoint after checking its digest (and, when ``verify_key`` is given, its
+    signature and that it was signed under this file name; ``expect_run``: for this run);
+    returns (state dict, sidecar)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "checkpoint file not found")
     sidecar = read_sidecar(path)
+    if not isinstance(sidecar, dict):
+        raise DataError(path, f"checkpoint sidecar is not a JSON object ({type(sidecar).__name__})")
     if verify_key is not None:
         verify_signature(path, sidecar, verify_key)
+        if sidecar.get("file") != path.name:
+            raise DataError(
+                path,
+                f"checkpoint was signed as {sidecar.get('file')!r}, not {path.name!r}: a copied "
+                "or replayed checkpoint is refused",
+            )
+    if expect_run is not None and sidecar.get("run") != expect_run:
+        raise DataError(
+            path, f"checkpoint belongs to run {sidecar.get('run')!r}, not {expect_run!r}: refused"
+        )
     actual = sha256_file(path)
     if sidecar.get("sha256") != actual:
         expected = str(sidecar.get("sha256"))[:12]
