@@ -44,10 +44,21 @@ from common.security.pki import (
     load_verify_key,
     make_server_cert,
 )
+from fl_server import proxy
 from fl_server.coordinator import CONNECTION, DEFAULT_APP_DIR, CoordinatorHome
 
+EXPOSED = """\
+WARNING: --expose-control-api: the SuperLink itself listens on {host}:{port}. It serves the
+Fleet API AND the Control API, which has NO authentication in open-source Flower: anyone who
+reaches {host}:{port} can register a key and launch a run whose code executes on this
+coordinator (which holds the CA and checkpoint-signing keys) and inside every hospital that
+runs it. Use it only on a network where nobody but the coordinator's operators and the sites'
+SuperNodes can reach that port. The default (no flag) publishes only the Fleet API through a
+fleet-only proxy and keeps the SuperLink on loopback.
+"""
+
 FIREWALL = """\
-Firewall / exposure rules for this coordinator (SuperLink port {port}):
+Firewall / exposure rules for this coordinator (the sites' port {port}):
 
   * Sites need ONLY the Fleet API: allow inbound TCP {port} from the hospitals' addresses,
     and only for the URL paths /v1/fleet/* (plus /health if you monitor it).
@@ -82,7 +93,7 @@ def _flwr_env(home: CoordinatorHome) -> dict[str, str]:
 
 
 def _flwr(home: CoordinatorHome, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    home.write_connection(home.config().port)
+    home.write_connection(home.config().control_port)
     proc = subprocess.run(
         ["flwr", *args], env=_flwr_env(home), capture_output=True, text=True, check=False
     )
@@ -138,10 +149,16 @@ def cmd_init(args: argparse.Namespace) -> int:
     check_app_dir(app_dir)  # before anything is written
     home.root.mkdir(parents=True, exist_ok=True)
     init_pki(home.pki.root, args.host, args.site, force=args.force)
+    if args.superlink_port == args.port and not args.expose_control_api:
+        raise ConfigError(
+            home.config_file, f"--superlink-port {args.superlink_port} is the sites' --port"
+        )
     config = {
         "hosts": args.host,
         "listen_host": args.listen_host,
         "port": args.port,
+        "superlink_port": args.superlink_port,
+        "expose_control_api": args.expose_control_api,
         "min_sites": args.min_sites,
         "app_dir": str(app_dir),
     }
@@ -157,7 +174,10 @@ def cmd_init(args: argparse.Namespace) -> int:
             f"  site {site}: give the hospital {home.bundle(site)} (ca.crt, site.key, "
             f"{site}.toml); then: fl-server register --home {home.root} --site {site}"
         )
-    print(FIREWALL.format(port=args.port))
+    if args.expose_control_api:
+        print(EXPOSED.format(host=args.listen_host, port=args.port))
+    else:
+        print(FIREWALL.format(port=args.port))
     return 0
 
 
@@ -196,28 +216,92 @@ def superlink_command(home: CoordinatorHome) -> list[str]:
         str(home.database),
         "--disable-runtime-dependency-installation",
         "--host",
-        config.listen_host,
+        config.superlink_address[0],
         "--port",
-        str(config.port),
+        str(config.superlink_address[1]),
         "--log-file",
         str(home.log_file),
     ]
 
 
+def proxy_server_block(home: CoordinatorHome) -> str:
+    config, pki = home.config(), home.pki
+    return proxy.server_block(
+        listen_host=config.listen_host,
+        port=config.port,
+        superlink_port=config.superlink_port,
+        server_name=" ".join(config.hosts),
+        server_cert=pki.server_cert,
+        server_key=pki.server_key,
+        ca_cert=pki.ca_cert,
+    )
+
+
 def cmd_start(args: argparse.Namespace) -> int:
+    """The SuperLink (loopback) and the fleet-only proxy (the sites' address), supervised:
+    SIGTERM/SIGINT stop both; when either ends, the other is stopped and its exit code
+    returned. With ``expose_control_api`` the SuperLink alone, in the foreground."""
     home = CoordinatorHome(args.home)
+    config = home.config()
     command = superlink_command(home)
     home.database.parent.mkdir(parents=True, exist_ok=True)
     home.log_file.parent.mkdir(parents=True, exist_ok=True)
-    home.write_connection(home.config().port)
-    _say(
-        f"starting the SuperLink on {home.config().listen_host}:{home.config().port} (TLS, "
-        f"node authentication, state {home.database})"
-    )
-    print(FIREWALL.format(port=home.config().port), flush=True)
+    home.write_connection(config.control_port)
     env = _flwr_env(home)
-    os.execvpe(command[0], command, env)  # signals and exit code pass through unchanged
-    return 0  # not reached
+    if config.expose_control_api:
+        print(EXPOSED.format(host=config.listen_host, port=config.port), flush=True)
+        _say(f"starting the SuperLink on {config.listen_host}:{config.port} (Control API OPEN)")
+        os.execvpe(command[0], command, env)  # signals and exit code pass through unchanged
+    conf = proxy.write_main_config(home.proxy_dir, home.root, proxy_server_block(home))
+    nginx = proxy.nginx_command(conf, home.proxy_dir)
+    check = subprocess.run([*nginx[:-2], "-t"], capture_output=True, text=True, check=False)
+    if check.returncode != 0:
+        raise ConfigError(conf, "nginx refuses the proxy configuration: " + check.stderr.strip())
+    _say(
+        f"starting the SuperLink on 127.0.0.1:{config.superlink_port} (TLS, node "
+        f"authentication, state {home.database}) and the fleet-only proxy on "
+        f"{config.listen_host}:{config.port} (nginx; {conf})"
+    )
+    print(FIREWALL.format(port=config.port), flush=True)
+    return supervise([command, nginx], env)
+
+
+def supervise(commands: list[list[str]], env: dict[str, str]) -> int:
+    """Run ``commands`` side by side until one ends or a stop signal arrives; stop the rest."""
+    import signal
+    import time
+
+    procs = [subprocess.Popen(c, env=env) for c in commands]
+    stopping = {"signal": 0}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping["signal"] = signum
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    while not stopping["signal"] and all(p.poll() is None for p in procs):
+        time.sleep(0.2)
+    ended = next((p for p in procs if p.poll() is not None), None)
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + 20
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    if ended is not None and not stopping["signal"]:
+        _say(f"{Path(ended.args[0]).name} ended (exit {ended.returncode}); stopped the rest")
+        return ended.returncode or 1
+    return 0
+
+
+def cmd_proxy_config(args: argparse.Namespace) -> int:
+    """The proxy's server block, for a system nginx (http context) instead of fl-server start's."""
+    print(proxy_server_block(CoordinatorHome(args.home)), end="")
+    return 0
 
 
 def _node_id(output: str) -> int:
@@ -365,7 +449,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             saved, json.dumps({k: v for k, v in values.items() if k != "resume"}, indent=2).encode()
         )
     run_config = " ".join(f"{k}={v}" for k, v in values.items())
-    home.write_connection(config.port)
+    home.write_connection(config.control_port)
     _say(f"{'resuming' if args.resume else 'launching'} run {name} (outputs in {out})")
     proc = subprocess.run(
         ["flwr", "run", str(config.app_dir), CONNECTION, "--stream", "--run-config", run_config],
@@ -495,7 +579,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--site", action="append", default=[], type=site_name_arg, help="a site name (repeatable)"
     )
     p.add_argument("--port", type=port_arg, default=9092)
-    p.add_argument("--listen-host", type=host_arg, default="0.0.0.0")
+    p.add_argument(
+        "--listen-host",
+        type=host_arg,
+        default="0.0.0.0",
+        help="address the sites' port listens on (the fleet-only proxy)",
+    )
+    p.add_argument(
+        "--superlink-port",
+        type=port_arg,
+        default=9192,
+        help="loopback port of the SuperLink behind the proxy (never exposed)",
+    )
+    p.add_argument(
+        "--expose-control-api",
+        action="store_true",
+        help="no proxy: the SuperLink itself (with its unauthenticated Control API) listens on "
+        "--listen-host:--port",
+    )
     p.add_argument("--min-sites", type=positive_int, default=2)
     p.add_argument(
         "--app-dir",
@@ -516,6 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--site", required=True, type=site_name_arg)
         p.set_defaults(fn=fn)
     with_home(sub.add_parser("status", help="sites and runs")).set_defaults(fn=cmd_status)
+    with_home(
+        sub.add_parser("proxy-config", help="the fleet-only nginx server block, for a system nginx")
+    ).set_defaults(fn=cmd_proxy_config)
     p = with_home(sub.add_parser("run", help="launch a federated training run"))
     p.add_argument("--rounds", type=positive_int)
     p.add_argument(

@@ -8,6 +8,7 @@
 <home>/logs/superlink.log
 <home>/runs/<run>/          metrics.jsonl, checkpoints/ (signed), summary.json
 <home>/flwr/config.toml     the Flower CLI's connection to this SuperLink (loopback + CA)
+<home>/proxy/               the fleet-only nginx proxy's generated config, pid and logs
 """
 
 from __future__ import annotations
@@ -26,11 +27,29 @@ DEFAULT_APP_DIR = Path(__file__).resolve().parents[1]
 
 
 class CoordinatorConfig(StrictModel):
+    """``listen_host:port`` is the sites' address: the fleet-only proxy (fl_server.proxy) by
+    default, with the SuperLink on ``127.0.0.1:superlink_port``; with ``expose_control_api``
+    the SuperLink itself (Fleet, Control and Runtime APIs) listens there."""
+
     hosts: list[str] = Field(min_length=1)  # names/IPs the sites use to reach the coordinator
     listen_host: str = "0.0.0.0"
     port: int = Field(default=9092, ge=1, le=65535)
+    superlink_port: int = Field(default=9192, ge=1, le=65535)
+    expose_control_api: bool = False
     app_dir: Path = DEFAULT_APP_DIR
     min_sites: int = Field(default=2, ge=1)
+
+    @property
+    def superlink_address(self) -> tuple[str, int]:
+        """Where the SuperLink listens."""
+        if self.expose_control_api:
+            return self.listen_host, self.port
+        return "127.0.0.1", self.superlink_port
+
+    @property
+    def control_port(self) -> int:
+        """The loopback port the coordinator's Flower CLI uses (Control API)."""
+        return self.superlink_address[1]
 
 
 class CoordinatorHome:
@@ -70,6 +89,10 @@ class CoordinatorHome:
     @property
     def runs(self) -> Path:
         return self.root / "runs"
+
+    @property
+    def proxy_dir(self) -> Path:
+        return self.root / "proxy"
 
     @property
     def flwr_home(self) -> Path:

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -65,7 +64,8 @@ class Cluster:
         self.base = base
         self.sites = sites
         self.home = base / "coordinator"
-        self.port = free_port()
+        self.port = free_port()  # the sites' address: the fleet-only proxy
+        self.superlink_port = free_port()  # the SuperLink behind it, on loopback
         self.superlink: subprocess.Popen | None = None
         self.clients: dict[str, subprocess.Popen] = {}
         init = cli(
@@ -79,6 +79,8 @@ class Cluster:
             str(self.port),
             "--listen-host",
             "127.0.0.1",
+            "--superlink-port",
+            str(self.superlink_port),
             "--min-sites",
             str(min_sites),
             *[x for s in sites for x in ("--site", s)],
@@ -115,21 +117,34 @@ class Cluster:
         )
 
     def start(self) -> None:
+        """``fl-server start`` (the SuperLink and its fleet-only proxy), until the SuperLink
+        answers ``GET /health`` through the proxy."""
         self.superlink = background(
             "fl-server", "start", "--home", str(self.home), log=self.base / "superlink.out"
         )
-        context = ssl.create_default_context(cafile=str(self.home / "pki" / "ca" / "ca.crt"))
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            try:
-                with (
-                    socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock,
-                    context.wrap_socket(sock, server_hostname="127.0.0.1"),
-                ):
-                    return
-            except OSError:
-                time.sleep(0.5)
-        raise TimeoutError("the SuperLink did not come up")
+            if self.superlink.poll() is not None:
+                break
+            if self.get("/health")[0] == 200:
+                return
+            time.sleep(0.5)
+        log = (self.base / "superlink.out").read_text()[-2000:]
+        raise TimeoutError(f"the coordinator did not come up:\n{log}")
+
+    def get(self, path: str, method: str = "GET", body: bytes = b"") -> tuple[int, str]:
+        """One HTTPS request to the sites' address (verified with the CA): (status, body);
+        status 0 when nothing answered."""
+        import http.client
+
+        context = ssl.create_default_context(cafile=str(self.home / "pki" / "ca" / "ca.crt"))
+        try:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=5, context=context)
+            conn.request(method, path, body=body or None)
+            response = conn.getresponse()
+            return response.status, response.read().decode(errors="replace")
+        except OSError:
+            return 0, ""
 
     def register(self, *sites: str) -> list[subprocess.CompletedProcess]:
         return [cli("fl-server", "register", "--home", str(self.home), "--site", s) for s in sites]

@@ -1,4 +1,5 @@
-"""Hospital deployment end to end, for real, on loopback: init -> start (TLS, node auth) ->
+"""Hospital deployment end to end, for real, on loopback: init -> start (the SuperLink on
+loopback behind the fleet-only nginx proxy; TLS, node auth) ->
 register three sites -> three fl-client processes (different vendors, formats and labelled
 sets) -> run 2 rounds -> the final model verifies; an unregistered site is refused; a tampered
 checkpoint is refused; every process is stopped afterwards."""
@@ -8,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from fl_server.coordinator import DEFAULT_APP_DIR
 from simulations.loopback import Cluster, cli, done_rounds
 from tests.helpers import ProcessWatch
 
@@ -52,6 +55,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
             timeout=1200,
             check=False,
         )
+        out["stranger"] = stranger(cluster, base)
         out["intruder"] = cli(
             "fl-client", "--site", "X", "--config-dir", str(cluster.sites_dir), timeout=300
         )
@@ -71,6 +75,39 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
         watch.__exit__()
         out["leftovers"] = watch.leftovers()
     return out
+
+
+def stranger(cluster: Cluster, base: Path) -> dict:
+    """Someone holding only the public ca.crt, pointing the Flower CLI at the sites' address."""
+    import os
+
+    home = base / "stranger-flwr"
+    home.mkdir()
+    ca = cluster.home / "bundles" / "X" / "ca.crt"
+    (home / "config.toml").write_text(
+        '[superlink]\ndefault = "target"\n\n[superlink.target]\n'
+        f'address = "127.0.0.1:{cluster.port}"\nroot-certificates = "{ca}"\n'
+    )
+    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0"}
+    flwr = str(Path(sys.executable).parent / "flwr")
+
+    def attempt(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [flwr, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    runs = cluster.home / "runs"
+    before = sorted(p.name for p in runs.iterdir()) if runs.is_dir() else []
+    pub = cluster.home / "bundles" / "X" / "site.pub"
+    return {
+        "runs_before": before,
+        "register": attempt("supernode", "register", str(pub), "target"),
+        "run": attempt("run", str(DEFAULT_APP_DIR), "target"),
+        "control": cluster.get("/v1/control/list-runs", "POST", b"\x00")[0],
+        "runtime": cluster.get("/v1/runtime/acquire-task", "POST", b"\x00")[0],
+        "health": cluster.get("/health")[0],
+        "runs_after": sorted(p.name for p in runs.iterdir()) if runs.is_dir() else [],
+    }
 
 
 def test_federated_run_over_tls_with_node_authentication(deployment: dict) -> None:
@@ -107,7 +144,8 @@ def test_final_model_verifies_and_tampering_is_refused(deployment: dict) -> None
     final = home / "runs" / "e2e" / "checkpoints" / "final.pt"
     key = home / "pki" / "signing" / "model-signing.pub"
     assert cli("fl-server", "verify", str(final), "--key", str(key)).returncode == 0
-    tampered = deployment["base"] / "tampered.pt"
+    (deployment["base"] / "tampered").mkdir()
+    tampered = deployment["base"] / "tampered" / "final.pt"
     raw = bytearray(final.read_bytes())
     raw[len(raw) // 2] ^= 0x01
     tampered.write_bytes(bytes(raw))
@@ -120,6 +158,30 @@ def test_final_model_verifies_and_tampering_is_refused(deployment: dict) -> None
     Path(f"{edited_path}.json").write_text(json.dumps(edited))
     check = cli("fl-server", "verify", str(edited_path), "--key", str(key))
     assert check.returncode == 2 and "invalid checkpoint signature" in check.stderr
+    # a replayed checkpoint: the signed round-0 model copied over the final one
+    (deployment["base"] / "replayed").mkdir()
+    replayed = deployment["base"] / "replayed" / "final.pt"
+    first = home / "runs" / "e2e" / "checkpoints" / "round-0000.pt"
+    replayed.write_bytes(first.read_bytes())
+    Path(f"{replayed}.json").write_text(Path(f"{first}.json").read_text())
+    check = cli("fl-server", "verify", str(replayed), "--key", str(key))
+    assert check.returncode == 2
+    assert "checkpoint was signed as 'round-0000.pt', not 'final.pt'" in check.stderr
+
+
+def test_a_stranger_with_the_ca_certificate_cannot_register_or_launch(deployment: dict) -> None:
+    """Through the sites' address (the fleet-only proxy), with only ca.crt: no key is
+    registered and no run is launched; the Control and Runtime APIs answer 404 there."""
+    stranger = deployment["stranger"]
+    for attempt, path in (("register", "register-node"), ("run", "start-run")):
+        result = stranger[attempt]
+        said = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode != 0, said
+        assert "404 Not Found" in said and f"/v1/control/{path}" in said, said
+    assert stranger["control"] == 404 and stranger["runtime"] == 404
+    assert stranger["health"] == 200  # the fleet side is up: the refusals are the proxy's
+    assert stranger["runs_after"] == stranger["runs_before"]  # nothing was launched
+    assert "X" not in json.loads((deployment["home"] / "state" / "sites.json").read_text())
 
 
 def test_unregistered_site_is_refused_with_an_explicit_message(deployment: dict) -> None:
