@@ -649,8 +649,8 @@ def directives(block: list, name: str) -> list[list[str]]:
 def test_nginx_publishes_only_the_fleet_api() -> None:
     tree = nginx_tree((DEPLOY / "nginx" / "fleet-only.conf").read_text())
     (upstream,) = [children for words, children in tree if words[0] == "upstream"]
-    default_port = _subparsers(server_cli.build_parser())["init"].get_default("port")
-    assert directives(upstream, "server")[0][0] == f"127.0.0.1:{default_port}"
+    init = _subparsers(server_cli.build_parser())["init"]
+    assert directives(upstream, "server")[0][0] == f"127.0.0.1:{init.get_default('superlink_port')}"
     (server,) = [children for words, children in tree if words[0] == "server"]
     assert "ssl" in directives(server, "listen")[0]
     paths = PkiPaths(Path("pki"))
@@ -685,3 +685,19 @@ def test_nginx_publishes_only_the_fleet_api() -> None:
 def test_firewall_text_names_the_proxy_config() -> None:
     named = re.findall(r"deploy/\S+\.conf", server_cli.FIREWALL)
     assert named and all((ROOT / n).is_file() for n in named)
+
+
+def test_the_shipped_nginx_file_is_what_proxy_config_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One source for the fleet-only proxy: deploy/nginx/fleet-only.conf is `fl-server
+    proxy-config` for a home in /var/lib/echofl/coordinator with the defaults."""
+    home = tmp_path / "coordinator"
+    assert server_cli.main(["init", "--home", str(home), "--host", "fl.example.org"]) == 0
+    capsys.readouterr()
+    assert server_cli.main(["proxy-config", "--home", str(home)]) == 0
+    printed = capsys.readouterr().out.replace(str(home.resolve()), "/var/lib/echofl/coordinator")
+    shipped = (DEPLOY / "nginx" / "fleet-only.conf").read_text()
+    assert shipped.endswith(printed)
+    assert "location /v1/fleet/" in printed and "server 127.0.0.1:9192;" in printed
+    assert "listen 0.0.0.0:9092 ssl;" in printed
