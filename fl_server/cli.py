@@ -45,6 +45,7 @@ from common.security.pki import (
     make_server_cert,
 )
 from fl_server import proxy
+from fl_server.audit import app_digest, file_digest
 from fl_server.coordinator import CONNECTION, DEFAULT_APP_DIR, CoordinatorHome
 
 EXPOSED = """\
@@ -320,6 +321,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     node = _node_id(proc.stdout + proc.stderr)
     registry = home.registered() | {args.site: node}
     write_atomic(home.registry, json.dumps(registry, indent=2).encode())
+    home.audit.record("site-registered", site=args.site, node=node, key_sha256=file_digest(pub))
     _say(f"site {args.site} registered as node {node}")
     return 0
 
@@ -328,8 +330,10 @@ def _unregister(home: CoordinatorHome, site: str) -> None:
     registry = home.registered()
     if site not in registry:
         raise ConfigError(home.registry, f"site {site} is not registered")
-    _flwr(home, "supernode", "unregister", str(registry.pop(site)), CONNECTION)
+    node = registry.pop(site)
+    _flwr(home, "supernode", "unregister", str(node), CONNECTION)
     write_atomic(home.registry, json.dumps(registry, indent=2).encode())
+    home.audit.record("site-unregistered", site=site, node=node)
 
 
 def cmd_unregister(args: argparse.Namespace) -> int:
@@ -450,21 +454,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     run_config = " ".join(f"{k}={v}" for k, v in values.items())
     home.write_connection(config.control_port)
-    _say(f"{'resuming' if args.resume else 'launching'} run {name} (outputs in {out})")
+    fab = app_digest(config.app_dir)  # what every site will be asked to execute
+    write_atomic(out / "app.sha256", f"{fab}\n".encode())
+    verb = "resuming" if args.resume else "launching"
+    _say(f"{verb} run {name} (outputs in {out}); app bundle sha256 {fab}")
+    home.audit.record(
+        "run-resumed" if args.resume else "run-launched",
+        run=name,
+        app_sha256=fab,
+        app_dir=str(config.app_dir),
+        run_config=values,
+    )
     proc = subprocess.run(
         ["flwr", "run", str(config.app_dir), CONNECTION, "--stream", "--run-config", run_config],
         env=_flwr_env(home),
         check=False,
     )
-    if proc.returncode == 0 and (out / "checkpoints" / "final.pt").is_file():
-        load_checkpoint(
-            out / "checkpoints" / "final.pt", verify_key=load_verify_key(home.pki.signing_pub)
-        )
-        _say(
-            f"run {name} finished; final model signed and verified: "
-            f"{out / 'checkpoints' / 'final.pt'}"
-        )
+    final = out / "checkpoints" / "final.pt"
+    if proc.returncode == 0 and final.is_file():
+        load_checkpoint(final, verify_key=load_verify_key(home.pki.signing_pub))
+        home.audit.record("run-finished", run=name, exit=0, final_sha256=file_digest(final))
+        _say(f"run {name} finished; final model signed and verified: {final}")
         return 0
+    home.audit.record("run-stopped", run=name, exit=proc.returncode)
     _say(
         f"run {name} did not finish (exit {proc.returncode}); see {out} and {home.log_file}; "
         f"continue it with: fl-server run --home {home.root} --resume {name}"

@@ -9,6 +9,7 @@
 <home>/runs/<run>/          metrics.jsonl, checkpoints/ (signed), summary.json
 <home>/flwr/config.toml     the Flower CLI's connection to this SuperLink (loopback + CA)
 <home>/proxy/               the fleet-only nginx proxy's generated config, pid and logs
+<home>/audit.jsonl          append-only audit trail (fl_server.audit)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import Field
 from common.config import StrictModel, load_config
 from common.names import check_name, child
 from common.security.pki import PkiPaths
+from fl_server.audit import AuditLog
 
 CONNECTION = "echofl"
 DEFAULT_APP_DIR = Path(__file__).resolve().parents[1]
@@ -89,6 +91,11 @@ class CoordinatorHome:
     @property
     def runs(self) -> Path:
         return self.root / "runs"
+
+    @property
+    def audit(self) -> AuditLog:
+        """``<home>/audit.jsonl``: append-only (fl_server.audit)."""
+        return AuditLog(self.root / "audit.jsonl")
 
     @property
     def proxy_dir(self) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fl_server.audit import file_digest, read_audit
 from fl_server.coordinator import DEFAULT_APP_DIR
 from simulations.loopback import Cluster, cli, done_rounds
 from tests.helpers import ProcessWatch
@@ -200,6 +201,32 @@ def test_revoked_site_stops_with_an_explicit_message(deployment: dict) -> None:
 def test_sites_unpack_the_app_in_their_own_flwr_home(deployment: dict) -> None:
     apps = list((deployment["base"] / "sites" / "flwr" / "apps").iterdir())
     assert apps and all(p.name.startswith("echofl.echofl.") for p in apps)
+    # the hash fl-server printed and audited is the bundle the sites installed
+    audit = read_audit(deployment["home"] / "audit.jsonl")
+    (launch,) = [e for e in audit if e["event"] == "run-launched"]
+    assert launch["run"] == "e2e" and f"app bundle sha256 {launch['app_sha256']}" in (
+        deployment["run"].stdout
+    )
+    assert {p.name.rsplit(".", 1)[1] for p in apps} == {launch["app_sha256"][:8]}
+
+
+def test_the_audit_trail_records_who_did_what(deployment: dict) -> None:
+    audit = read_audit(deployment["home"] / "audit.jsonl")
+    events = [(e["event"], e.get("site") or e.get("run")) for e in audit]
+    assert events == [
+        ("site-registered", "A"),
+        ("site-registered", "B"),
+        ("site-registered", "D"),
+        ("run-launched", "e2e"),
+        ("run-finished", "e2e"),
+        ("site-unregistered", "B"),
+    ]
+    assert all(e["user"] and e["host"] and e["time"] for e in audit)
+    registered = [e for e in audit if e["event"] == "site-registered"]
+    assert all(len(e["key_sha256"]) == 64 for e in registered)
+    final = deployment["home"] / "runs" / "e2e" / "checkpoints" / "final.pt"
+    finished = next(e for e in audit if e["event"] == "run-finished")
+    assert finished["final_sha256"] == file_digest(final)
 
 
 def test_no_process_left_behind(deployment: dict) -> None:
