@@ -135,6 +135,10 @@ class QuickOverrides(StrictModel):
     cases: dict[str, int] = Field(default_factory=dict)  # per site: cases, or max_cases (real)
 
 
+def payload_key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class ExperimentConfig(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -284,9 +288,9 @@ class ExperimentConfig(StrictModel):
             options=site.options,
         )
 
-    def run_key(self, condition: Condition, seed: int) -> str:
-        """Hash of everything that determines one run's result (for resuming)."""
-        payload = {
+    def run_payload(self, condition: Condition, seed: int) -> dict[str, Any]:
+        """Everything that determines one run's result."""
+        return {
             "condition": {"kind": condition.kind, "labels": condition.labels},
             "recipe": self.recipe_for(condition).model_dump(mode="json"),
             "seed": seed,
@@ -294,4 +298,7 @@ class ExperimentConfig(StrictModel):
             "sites": [s.model_dump(mode="json") for s in self.sites],
             "knobs": self.knobs.model_dump(mode="json"),
         }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def run_key(self, condition: Condition, seed: int) -> str:
+        """Hash of :meth:`run_payload` (for resuming; see simulations/rekey.py)."""
+        return payload_key(self.run_payload(condition, seed))
