@@ -72,19 +72,29 @@ def measure_gate(tag, seed, rnd, updates, current, buffers, previous):  # type: 
     """Per site: per-step norm / median of the others', cosine to the others' coordinate-wise
     median change and to the previous global change, relative change ||d|| / ||w||."""
     deltas = [flat_change(u.weights, current, buffers) for u in updates]
-    w = np.sqrt(sum(float((v.astype(np.float64) ** 2).sum()) for k, v in current.items()
-                    if k not in buffers and v.dtype.kind == "f"))
-    per_step = [np.linalg.norm(d) / u.steps for d, u in zip(deltas, updates)]
+    w = np.sqrt(
+        sum(
+            float((v.astype(np.float64) ** 2).sum())
+            for k, v in current.items()
+            if k not in buffers and v.dtype.kind == "f"
+        )
+    )
+    per_step = [np.linalg.norm(d) / u.steps for d, u in zip(deltas, updates, strict=True)]
     parts = []
-    for i, (d, u) in enumerate(zip(deltas, updates)):
+    for i, (d, u) in enumerate(zip(deltas, updates, strict=True)):
         others = [deltas[j] for j in range(len(deltas)) if j != i]
         med = np.median(np.stack(others), axis=0)
         cos_med = float(d @ med / (np.linalg.norm(d) * np.linalg.norm(med) + 1e-30))
-        cos_prev = (float(d @ previous / (np.linalg.norm(d) * np.linalg.norm(previous) + 1e-30))
-                    if previous is not None else float("nan"))
+        cos_prev = (
+            float(d @ previous / (np.linalg.norm(d) * np.linalg.norm(previous) + 1e-30))
+            if previous is not None
+            else float("nan")
+        )
         ratio = per_step[i] / float(np.median([per_step[j] for j in range(len(deltas)) if j != i]))
-        parts.append(f"{u.site}: step-norm x{ratio:.2f} cos-others {cos_med:+.2f} "
-                     f"cos-prev {cos_prev:+.2f} rel {np.linalg.norm(d) / w:.1e}")
+        parts.append(
+            f"{u.site}: step-norm x{ratio:.2f} cos-others {cos_med:+.2f} "
+            f"cos-prev {cos_prev:+.2f} rel {np.linalg.norm(d) / w:.1e}"
+        )
     print(f"  gate [{tag} s{seed} r{rnd}] " + " | ".join(parts), flush=True)
 
 

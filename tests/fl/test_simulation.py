@@ -70,6 +70,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "sim-sites": str(base / "sites.json"),
         "save-updates": True,
         "seed": 1,
+        # plain FedAvg, so that the global model can be checked against the saved updates
+        "strategy": "fedavg",
+        "step-normalised": False,
+        "server-momentum": 0.0,
     }
     with ProcessWatch(str(base)) as watch, SimulationEngine(base / "flwr") as engine:
         outcome = engine.run(APP_DIR, run_config, num_sites=3, timeout=600)
