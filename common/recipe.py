@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.config import format_validation_error
 from common.data.preprocess import PreprocessConfig
@@ -113,16 +113,20 @@ class AggregationSettings(_Section):
     server_beta2: float = Field(default=0.99, ge=0, lt=1)
     server_tau: float = Field(default=1e-3, gt=0, le=1)
 
-    @model_validator(mode="after")
-    def _robust_means_are_not_means(self) -> AggregationSettings:
-        if self.strategy in ROBUST and (self.label_aware or self.step_normalised):
-            raise ValueError(
-                f"label-aware / step-normalised averaging replaces the mean, which "
-                f"{self.strategy} does not use: set step-normalised = false and label-aware = "
-                "false with it (the default recipe is step-normalised), or pick fedavg, fedprox "
-                "or a server optimiser"
-            )
-        return self
+    @property
+    def uses_mean(self) -> bool:
+        """Label-aware and step-normalised averaging change the mean that FedAvg, FedProx and
+        the server optimisers start from; the robust strategies use no mean, so with them the
+        two settings do not apply (the coordinator says so when a run starts)."""
+        return self.strategy not in ROBUST
+
+    @property
+    def effective_label_aware(self) -> bool:
+        return self.label_aware and self.uses_mean
+
+    @property
+    def effective_step_normalised(self) -> bool:
+        return self.step_normalised and self.uses_mean
 
     @property
     def site_proximal_mu(self) -> float:

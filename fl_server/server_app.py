@@ -228,6 +228,12 @@ class FederatedRun:
             min_change=s.update_min_change,
             log=self.log,
         )
+        rule = s.recipe.aggregation
+        if not rule.uses_mean and (rule.label_aware or rule.step_normalised):
+            say(
+                f"{rule.strategy} uses no mean: label-aware / step-normalised averaging do not "
+                "apply to it"
+            )
         self.strategy: EchoRounds = make_strategy(
             s,
             admission=self.admission,
@@ -300,8 +306,8 @@ def mean_rule(settings: RunSettings) -> MeanRule:
     rule = recipe.aggregation
     return MeanRule(
         owners=class_owners(model, size=2 * required_divisor(recipe.model)),
-        label_aware=rule.label_aware,
-        step_normalised=rule.step_normalised,
+        label_aware=rule.effective_label_aware,
+        step_normalised=rule.effective_step_normalised,
         buffers=(
             tuple(name for name, _ in model.named_buffers())
             if rule.strategy in SERVER_OPTIMISERS
