@@ -105,6 +105,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(path, "config file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, f"not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, f"not valid TOML: not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise ConfigError(path, "not valid TOML: nested too deeply") from None
     except OSError as exc:
         raise ConfigError(path, f"cannot read config file ({exc.strerror})") from None
 
