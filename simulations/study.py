@@ -164,9 +164,10 @@ def roles(conditions: Sequence[Condition], base: Recipe | None = None) -> Roles:
         return items[0].name if items else None
 
     fed_partial = find("federated", labels="partial", loss="adaptive")
+    plain = base.aggregation.strategy  # the study's own aggregation (its [recipe]), not FedProx
     return Roles(
-        adaptive=first([v for v in fed_partial if v.strategy == "fedavg" and v.p == 0]),
-        dropout=sorted((v.p, v.name) for v in fed_partial if v.strategy == "fedavg" and v.p > 0),
+        adaptive=first([v for v in fed_partial if v.strategy == plain and v.p == 0]),
+        dropout=sorted((v.p, v.name) for v in fed_partial if v.strategy == plain and v.p > 0),
         fedprox_dropout=sorted(
             (v.p, v.name) for v in fed_partial if v.strategy == "fedprox" and v.p > 0
         ),
