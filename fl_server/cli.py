@@ -546,21 +546,22 @@ def host_arg(text: str) -> str:
     return text
 
 
-def positive_int(text: str) -> int:
+def _whole(text: str, what: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _whole(text, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def port_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    value = _whole(text, "a port number")
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"a TCP port is 1-65535, got {value}")
     return value
