@@ -7,8 +7,11 @@
 3. waits for the coordinator (TLS handshake against the federation's CA; retried with a
    readable message while unreachable; a certificate that the CA did not sign is fatal);
 4. runs a Flower SuperNode for the site with TLS and node authentication, telemetry and update
-   checks off, and watches it: an unregistered key gets an explicit message; a SuperNode that
-   ends without being asked to is started again (see :class:`Supervisor`).
+   checks off, in Flower's process isolation mode with a fresh shared secret, and beside it the
+   site worker (:mod:`fl_client.worker`), the only process that executes the coordinator's tasks,
+   and only for the app bundles the site pinned (``trusted_apps``);
+5. watches both: an unregistered key gets an explicit message; a SuperNode that ends without
+   being asked to is started again, a worker that dies too (see :class:`Supervisor`).
 
 Exit codes: 0 stopped normally, 2 configuration or data problem, 3 not registered,
 4 coordinator unreachable (with ``max_retries``), other: the SuperNode's own.
@@ -20,6 +23,7 @@ import argparse
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import ssl
@@ -109,6 +113,13 @@ def supernode_command(config: SiteConfig) -> list[str]:
         config.node_config(),
         "--port",
         str(config.runtime_port),
+        "--host",
+        "127.0.0.1",
+        # tasks are taken by the site worker, which holds the shared secret (fl_client.worker)
+        "--isolation",
+        "process",
+        "--superexec-auth-secret-file",
+        str(config.superexec_secret_file),
     ]
     if config.max_retries is not None:
         command += ["--max-retries", str(config.max_retries)]
@@ -128,6 +139,22 @@ def supernode_env(config: SiteConfig) -> dict[str, str]:
     return env
 
 
+def worker_command(config: SiteConfig, path: Path) -> list[str]:
+    return [sys.executable, "-m", "fl_client.worker", "--config", str(path), "--site", config.site]
+
+
+def write_superexec_secret(config: SiteConfig) -> None:
+    """A new random secret shared by the SuperNode and the site worker, readable by this user
+    only: without it, nobody can take the SuperNode's tasks."""
+    path = config.superexec_secret_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_hex(32).encode())
+
+
 class Supervisor:
     """Keeps the site's SuperNode running until the operator stops fl-client.
 
@@ -137,23 +164,53 @@ class Supervisor:
     that new start ("[code: 2004]"), which ends fl-client with exit code 3 and a message that
     says so; otherwise the site is simply back. A SuperNode that keeps failing soon after its
     start (``max_quick_failures`` times in a row) ends fl-client with its exit code.
+
+    The site worker runs beside the SuperNode, in its own process group (with its tasks): a
+    worker that dies is started again at once (its running task is lost; the coordinator's round
+    deadline covers it); it is stopped with the SuperNode.
     """
 
     def __init__(
-        self, config: SiteConfig, say, restart_delay_s: float = 5.0, max_quick_failures: int = 5
-    ) -> None:  # type: ignore[no-untyped-def]
-        self.config, self.say = config, say
+        self,
+        config: SiteConfig,
+        say,  # type: ignore[no-untyped-def]
+        restart_delay_s: float = 5.0,
+        max_quick_failures: int = 5,
+        config_path: Path | None = None,
+    ) -> None:
+        self.config, self.say, self.config_path = config, say, config_path
         self.restart_delay_s, self.max_quick_failures = restart_delay_s, max_quick_failures
         self.stopping = threading.Event()
         self.proc: subprocess.Popen | None = None
+        self.worker: subprocess.Popen | None = None
+        self.worker_starts = 0
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._forward)
 
     def _forward(self, signum: int, _frame: object) -> None:
         self.stopping.set()
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signum)
+        for proc in (self.proc, self.worker):
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signum)
+
+    def start_worker(self) -> None:
+        self.worker_starts += 1
+        self.worker = subprocess.Popen(
+            worker_command(self.config, self.config_path or Path()),
+            env=supernode_env(self.config),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+        )
+        threading.Thread(target=_relay, args=(self.worker, "worker"), daemon=True).start()
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            with_group_cleanup(self.worker.pid)
+            self.worker.wait()
 
     def run(self) -> int:
         quick_failures = 0
@@ -179,8 +236,19 @@ class Supervisor:
                 return code
 
 
+def _relay(proc: subprocess.Popen, name: str, on_line=None) -> None:  # type: ignore[no-untyped-def]
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        log.info("%s: %s", name, line.rstrip())
+        print(line, end="", flush=True)
+        if on_line is not None:
+            on_line(line)
+
+
 def run_supernode(supervisor: Supervisor, config: SiteConfig, say) -> int:  # type: ignore[no-untyped-def]
-    """Run the SuperNode once, in its own process group, and relay its output."""
+    """Run the SuperNode once, in its own process group, with the site worker beside it (and
+    again if the worker dies), and relay their output."""
+    write_superexec_secret(config)
     proc = subprocess.Popen(
         supernode_command(config),
         env=supernode_env(config),
@@ -196,21 +264,38 @@ def run_supernode(supervisor: Supervisor, config: SiteConfig, say) -> int:  # ty
             os.killpg(proc.pid, signal.SIGTERM)
     unregistered = threading.Event()
 
-    def relay() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.info("supernode: %s", line.rstrip())
-            print(line, end="", flush=True)
-            if NOT_REGISTERED_MARK in line:
-                unregistered.set()
+    def watch(line: str) -> None:
+        if NOT_REGISTERED_MARK in line:
+            unregistered.set()
 
-    # The SuperNode's SuperExec child keeps the pipe open after the SuperNode itself exits, so
-    # the output is relayed by a thread and the process is watched here.
-    reader = threading.Thread(target=relay, daemon=True)
+    # The output is relayed by a thread (a child may keep the pipe open after the SuperNode
+    # itself exits) and the process is watched here.
+    reader = threading.Thread(target=_relay, args=(proc, "supernode", watch), daemon=True)
     reader.start()
+    supervisor.start_worker()
+    worker_started = time.monotonic()
     while proc.poll() is None and not unregistered.is_set():
+        worker = supervisor.worker
+        if worker is not None and worker.poll() is not None and not supervisor.stopping.is_set():
+            quick = time.monotonic() - worker_started < 60
+            if quick and supervisor.worker_starts >= supervisor.max_quick_failures:
+                say(
+                    f"the site worker ended {supervisor.worker_starts} times within a minute of "
+                    f"its start (last exit code {worker.returncode}); giving up"
+                )
+                supervisor.stop_worker()
+                with_group_cleanup(proc.pid)
+                proc.wait()
+                return worker.returncode or 1
+            say(f"the site worker ended (exit code {worker.returncode}); starting it again")
+            supervisor.stop_worker()  # its tasks, if any survived it
+            if not quick:
+                supervisor.worker_starts = 0
+            supervisor.start_worker()
+            worker_started = time.monotonic()
         time.sleep(0.2)
     code = proc.wait() if not unregistered.is_set() else EXIT_UNREGISTERED
+    supervisor.stop_worker()
     with_group_cleanup(proc.pid)
     reader.join(timeout=5)
     if unregistered.is_set():
@@ -278,8 +363,13 @@ def main(argv: list[str] | None = None) -> int:
         say(f"coordinator {config.coordinator} reachable, certificate verified")
         if args.check:
             return 0
-        say("starting the SuperNode (TLS, node authentication)")
-        return Supervisor(config, say).run()
+        if not config.trusted_apps:
+            say(
+                f"WARNING: {path} pins no app (trusted_apps is empty): every task will be "
+                "refused until you add the app bundle hash your coordinator announces"
+            )
+        say("starting the SuperNode (TLS, node authentication) and the site worker")
+        return Supervisor(config, say, config_path=path).run()
     except EchoflError as exc:
         print(f"[fl-client {args.site}] error: {exc}", file=sys.stderr, flush=True)
         return EXIT_CONFIG

@@ -13,6 +13,9 @@ Example (relative paths are relative to the file's folder)::
     cache_dir = "cache"                             # preprocessing cache (on this machine)
     runtime_port = 9094                             # SuperNode's local runtime port (loopback)
     log_file = "logs/fl-client.log"
+    audit_log = "logs/audit.jsonl"                  # what this site ran or refused (append-only)
+    trusted_apps = ["<sha256 of the app bundle>"]   # the only code this site executes
+    task_timeout_s = 3600                           # a task running longer is stopped
 
     [loader_options]                                # passed to the format's loader
     fold = 1
@@ -24,9 +27,9 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from common.config import (
     FormatName,
@@ -43,6 +46,19 @@ from common.recipe import Recipe
 from common.security.pki import check_ca_certificate, check_site_key
 
 
+def _app_hash(value: str) -> str:
+    text = value.strip().lower()
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError(
+            f"{value!r} is not an app bundle hash (SHA-256: 64 hexadecimal digits, as printed by "
+            "`fl-server app-hash` and by `fl-server run`)"
+        )
+    return text
+
+
+AppHash = Annotated[str, AfterValidator(_app_hash)]
+
+
 class SiteConfig(StrictModel):
     site: SiteName
     coordinator: str = Field(pattern=r"^\[?[A-Za-z0-9_.:-]+\]?:\d{1,5}$")
@@ -57,6 +73,14 @@ class SiteConfig(StrictModel):
     flwr_home: Path = Path("flwr")  # where Flower unpacks the app bundles it receives
     loader_options: dict[str, Any] = Field(default_factory=dict)
     max_retries: int | None = Field(default=None, ge=0)  # None: keep trying
+    # The app bundles (Flower FABs, by SHA-256) this site agrees to execute. Every task of any
+    # other app is refused before any of its code is read as code (fl_client.task).
+    trusted_apps: list[AppHash] = Field(default_factory=list)
+    audit_log: Path = Path("audit.jsonl")  # tasks executed and refused, with the app's hash
+    task_timeout_s: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
+    # how the site worker starts a task: "fork" (from its pre-imported process, ~0.3 s) or
+    # "spawn" (a fresh interpreter, ~3-4 s: where fork is unsafe, e.g. not Linux)
+    task_start: Literal["fork", "spawn"] = "fork"
     # the preprocessing `--check` warms the cache with: the run config's default (image-size,
     # normalisation); set it to what the coordinator's runs use so the first round hits the cache
     preprocess: PreprocessConfig = Field(default_factory=lambda: Recipe().preprocess)
@@ -80,6 +104,7 @@ class SiteConfig(StrictModel):
                 "cache_dir": absolute(self.cache_dir),
                 "log_file": absolute(self.log_file),
                 "flwr_home": absolute(self.flwr_home),
+                "audit_log": absolute(self.audit_log),
             }
         )
 
@@ -92,6 +117,16 @@ class SiteConfig(StrictModel):
             labelled=self.labelled,
             options=self.loader_options,
         )
+
+    @property
+    def runtime_address(self) -> str:
+        """The SuperNode's Runtime API, where the site worker takes its tasks (loopback)."""
+        return f"127.0.0.1:{self.runtime_port}"
+
+    @property
+    def superexec_secret_file(self) -> Path:
+        """The shared secret between this site's SuperNode and its worker (new every start)."""
+        return self.flwr_home / f"superexec-{self.site}.secret"
 
     def node_config(self) -> str:
         """The SuperNode's ``--node-config`` (TOML values): what the ClientApp reads."""

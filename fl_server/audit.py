@@ -9,14 +9,10 @@ run ended (with the final checkpoint's digest). ``metrics.jsonl`` of each run ke
 
 from __future__ import annotations
 
-import datetime as dt
-import getpass
 import hashlib
-import json
-import os
-import socket
 from pathlib import Path
-from typing import Any
+
+from common.audit import AuditLog, read_audit
 
 
 def app_digest(app_dir: Path) -> str:
@@ -31,26 +27,4 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-class AuditLog:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def record(self, event: str, **fields: Any) -> dict[str, Any]:
-        entry = {
-            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "event": event,
-            "user": getpass.getuser(),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            **fields,
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:  # append only
-            fh.write(json.dumps(entry, sort_keys=True, default=str) + "\n")
-        return entry
-
-
-def read_audit(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+__all__ = ["AuditLog", "app_digest", "file_digest", "read_audit"]

@@ -9,7 +9,6 @@ site (and everything it started) or stop the lot afterwards.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import ssl
@@ -19,8 +18,12 @@ import time
 import tomllib
 from pathlib import Path
 
+import tomli_w
+
 from common.data.synthetic.federation import FederationConfig, generate_federation
 from common.processes import family, free_port
+from fl_server.audit import app_digest
+from fl_server.coordinator import DEFAULT_APP_DIR
 from fl_server.metrics_log import read_metrics_log
 
 BIN = Path(sys.executable).parent
@@ -58,10 +61,18 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 class Cluster:
-    """``sites``: site name -> (synthetic data folder, format)."""
+    """``sites``: site name -> (synthetic data folder, format). Every site pins (trusts) the
+    echofl app as it is now, unless ``trusted`` gives a site's list of app bundle hashes."""
 
-    def __init__(self, base: Path, sites: dict[str, tuple[str, str]], min_sites: int) -> None:
+    def __init__(
+        self,
+        base: Path,
+        sites: dict[str, tuple[str, str]],
+        min_sites: int,
+        trusted: dict[str, list[str]] | None = None,
+    ) -> None:
         self.base = base
+        self.app_sha256 = app_digest(DEFAULT_APP_DIR)
         self.sites = sites
         self.home = base / "coordinator"
         self.port = free_port()  # the sites' address: the fleet-only proxy
@@ -101,11 +112,14 @@ class Cluster:
                     "cache_dir": str(base / f"cache-{site}"),
                     "runtime_port": free_port(),
                     "log_file": str(base / f"{site}.log"),
+                    "audit_log": str(self.audit_path(site)),
+                    "trusted_apps": (trusted or {}).get(site, [self.app_sha256]),
                 }
             )
-            (self.sites_dir / f"{site}.toml").write_text(
-                "\n".join(f"{k} = {json.dumps(v)}" for k, v in config.items()) + "\n"
-            )
+            (self.sites_dir / f"{site}.toml").write_text(tomli_w.dumps(config))
+
+    def audit_path(self, site: str) -> Path:
+        return self.base / f"audit-{site}.jsonl"
 
     @staticmethod
     def generate(base: Path, sites: list[dict]) -> None:

@@ -2,20 +2,23 @@
 loopback behind the fleet-only nginx proxy; TLS, node auth) ->
 register three sites -> three fl-client processes (different vendors, formats and labelled
 sets) -> run 2 rounds -> the final model verifies; an unregistered site is refused; a tampered
-checkpoint is refused; every process is stopped afterwards."""
+checkpoint is refused; an app the sites did not pin is launched on the coordinator and executes
+nowhere; every process is stopped afterwards."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from fl_server.audit import file_digest, read_audit
-from fl_server.coordinator import DEFAULT_APP_DIR
+from fl_server.audit import app_digest, file_digest, read_audit
+from fl_server.cli import _flwr_env
+from fl_server.coordinator import CONNECTION, DEFAULT_APP_DIR, CoordinatorHome
 from simulations.loopback import Cluster, cli, done_rounds
 from tests.helpers import ProcessWatch
 
@@ -57,6 +60,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
             check=False,
         )
         out["stranger"] = stranger(cluster, base)
+        out["hostile"] = hostile_app(cluster, base)
         out["intruder"] = cli(
             "fl-client", "--site", "X", "--config-dir", str(cluster.sites_dir), timeout=300
         )
@@ -108,6 +112,79 @@ def stranger(cluster: Cluster, base: Path) -> dict:
         "runtime": cluster.get("/v1/runtime/acquire-task", "POST", b"\x00")[0],
         "health": cluster.get("/health")[0],
         "runs_after": sorted(p.name for p in runs.iterdir()) if runs.is_dir() else [],
+    }
+
+
+HOSTILE_PYPROJECT = """
+[project]
+name = "notevil"
+version = "1.0.0"
+
+[tool.flwr.app]
+publisher = "someone"
+
+[tool.flwr.app.components]
+serverapp = "notevil:server"
+clientapp = "notevil:client"
+
+[tool.flwr.app.config]
+out = ""
+"""
+
+HOSTILE_APP = """
+import json, os, pathlib
+from flwr.app import Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+client = ClientApp()
+server = ServerApp()
+
+
+@client.train()
+def train(msg, context):
+    data = pathlib.Path(str(context.node_config["data-dir"]))
+    (data / "PWNED").write_text(json.dumps(sorted(os.listdir(data))))
+    return Message(RecordDict(), reply_to=msg)
+
+
+@server.main()
+def main(grid, context):
+    nodes = list(grid.get_node_ids())
+    messages = [grid.create_message(RecordDict(), "train", n, "") for n in nodes]
+    replies = list(grid.send_and_receive(messages, timeout=120))
+    found = [
+        {"error": m.error.reason if m.has_error() else None, "code": m.error.code if m.has_error() else None}
+        for m in replies
+    ]
+    pathlib.Path(context.run_config["out"]).write_text(json.dumps({"nodes": len(nodes), "replies": found}))
+"""
+
+
+def hostile_app(cluster: Cluster, base: Path) -> dict:
+    """Someone with a shell on the coordinator (or a compromised coordinator) launches an app of
+    their own on the real SuperLink: its ClientApp would write a file into each hospital's data
+    folder. No site pinned it."""
+    app = base / "hostile-app"
+    app.mkdir()
+    (app / "pyproject.toml").write_text(HOSTILE_PYPROJECT)
+    (app / "notevil.py").write_text(HOSTILE_APP)
+    out = base / "hostile-replies.json"
+    env = _flwr_env(CoordinatorHome(cluster.home))
+    flwr = str(Path(sys.executable).parent / "flwr")
+    result = subprocess.run(
+        [flwr, "run", str(app), CONNECTION, "--stream", "--run-config", f'out="{out}"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return {
+        "result": result,
+        "sha256": app_digest(app),
+        "replies": json.loads(out.read_text()) if out.is_file() else None,
+        "written": sorted(str(p) for p in (base / "data").rglob("PWNED")),
     }
 
 
@@ -227,6 +304,38 @@ def test_the_audit_trail_records_who_did_what(deployment: dict) -> None:
     final = deployment["home"] / "runs" / "e2e" / "checkpoints" / "final.pt"
     finished = next(e for e in audit if e["event"] == "run-finished")
     assert finished["final_sha256"] == file_digest(final)
+
+
+def test_an_app_no_site_pinned_executes_nowhere(deployment: dict) -> None:
+    """The hostile app reached every site (the coordinator accepted it) and executed at none:
+    no file written; each site answered with an error naming its hash; each site's audit log
+    records the refusal; the pinned echofl app's tasks ran from its own bundle."""
+    hostile = deployment["hostile"]
+    said = hostile["result"].stdout[-3000:] + hostile["result"].stderr[-2000:]
+    assert hostile["replies"] is not None, said
+    assert hostile["written"] == []
+    assert hostile["replies"]["nodes"] == 3
+    replies = hostile["replies"]["replies"]
+    assert len(replies) == 3 and all(r["code"] == 7 for r in replies), replies  # INVALID_FAB
+    for r in replies:
+        assert "not in trusted_apps" in r["error"] and hostile["sha256"] in r["error"]
+    launch = next(
+        e for e in read_audit(deployment["home"] / "audit.jsonl") if e["event"] == "run-launched"
+    )
+    for site in ("A", "B", "D"):
+        audit = read_audit(deployment["base"] / f"audit-{site}.jsonl")
+        refused = [e for e in audit if e["event"] == "task-refused"]
+        assert [(e["app_sha256"], e["message_type"]) for e in refused] == [
+            (hostile["sha256"], "train")
+        ]
+        assert refused[0]["app"] == "someone/notevil 1.0.0" and refused[0]["site"] == site
+        executed = [e for e in audit if e["event"] == "task-executed"]
+        assert executed and {e["app_sha256"] for e in executed} == {launch["app_sha256"]}
+        assert all(e["outcome"] == "completed" for e in executed)
+        flwr_home = deployment["base"] / "sites" / "flwr"
+        assert all(e["app_module"].startswith(str(flwr_home / "apps")) for e in executed)
+        # query, then per round train + evaluate (2 rounds), then the final evaluation
+        assert [e["message_type"] for e in executed].count("train") == 2
 
 
 def test_no_process_left_behind(deployment: dict) -> None:
