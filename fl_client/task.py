@@ -116,9 +116,17 @@ def run_task(
     message = context = reply = None
     status, details, code = SubStatus.FAILED, "task failed before its input was read", FAILED
     facts: dict[str, object] = {"site": site}
+    phases: dict[str, float] = {}  # seconds per step, audited (where a task's time goes)
+
+    def lap(name: str, since: list[float] = [started]) -> None:  # noqa: B006 - a running clock
+        now = time.perf_counter()
+        phases[name] = round(now - since[0], 4)
+        since[0] = now
+
     try:
         heartbeat.start()
         message, context, run, fab = pull_task_input(client)
+        lap("input")
         digest = hashlib.sha256(fab.content).hexdigest()  # of the bytes, not the declared hash
         app = f"{run.fab_id} {run.fab_version}".strip() or "(unnamed)"
         facts.update(
@@ -136,11 +144,14 @@ def run_task(
             code = REFUSED
             return code
         install_from_fab(fab.content, skip_prompt=True)
+        lap("unpack")
         app_dir = get_project_dir(run.fab_id, run.fab_version, digest)
         forget_modules(app_modules(app_dir))
         load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
         client_app = load(run.fab_id, run.fab_version, digest)
+        lap("load")
         reply = client_app(message=message, context=context)
+        lap("app")
         status, details, code = SubStatus.COMPLETED, "", COMPLETED
         return code
     except TaskStopped as exc:
@@ -166,6 +177,7 @@ def run_task(
             if reply is not None and context is not None:
                 push_message(client, reply, context)
             push_task_output(client=client, context=context, sub_status=status, details=details)
+            lap("reply")
         except Exception as exc:  # noqa: BLE001 - the SuperNode is gone: nothing to report to
             print(f"[fl-client {site}] could not report the task: {exc}", file=sys.stderr)
         if code != REFUSED:
@@ -175,6 +187,7 @@ def run_task(
                 outcome=outcome,
                 details=details,
                 seconds=round(time.perf_counter() - started, 3),
+                phases=phases,
                 app_module=_clientapp_file(),
                 **facts,
             )

@@ -1,7 +1,8 @@
 """fl-client's supervision of its SuperNode, with a stand-in process for the SuperNode (the real
-one, revoked while connected, is in test_e2e_tls.py): a SuperNode that ends by itself is started
-again; a refused key ends fl-client with exit code 3; one that keeps failing at once is given up;
-an operator's SIGTERM stops it without a restart."""
+one, revoked while connected, is in test_e2e_tls.py) and for the site worker beside it: a
+SuperNode that ends by itself is started again; a refused key ends fl-client with exit code 3; one
+that keeps failing at once is given up; an operator's SIGTERM stops it without a restart; a site
+worker that dies is started again while the SuperNode keeps running."""
 
 from __future__ import annotations
 
@@ -29,22 +30,42 @@ elif behaviour == "long":
     time.sleep(30)
 """
 
+WORKER_STAND_IN = """
+import pathlib, sys, time
+count = pathlib.Path(sys.argv[1])
+n = int(count.read_text()) + 1 if count.exists() else 1
+count.write_text(str(n))
+if sys.argv[2] == "dies-once" and n == 1:
+    raise SystemExit(9)
+time.sleep(30)
+"""
+
 
 @pytest.fixture
 def supervised(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
     script = tmp_path / "stand_in.py"
     script.write_text(STAND_IN)
+    worker = tmp_path / "worker_stand_in.py"
+    worker.write_text(WORKER_STAND_IN)
     count = tmp_path / "starts"
     messages: list[str] = []
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-    def make(behaviour: str) -> cli.Supervisor:
+    def make(behaviour: str, worker_behaviour: str = "stays") -> cli.Supervisor:
         monkeypatch.setattr(
             cli,
             "supernode_command",
             lambda _config: [sys.executable, str(script), str(count), behaviour],
         )
+        monkeypatch.setattr(
+            cli,
+            "worker_command",
+            lambda _config, _path: [
+                sys.executable, str(worker), str(tmp_path / "worker-starts"), worker_behaviour
+            ],
+        )
         monkeypatch.setattr(cli, "supernode_env", lambda _config: dict(os.environ))
+        monkeypatch.setattr(cli, "write_superexec_secret", lambda _config: None)
         config = type("Config", (), {"site": "A", "private_key": Path("site.key")})()
         return cli.Supervisor(config, messages.append, restart_delay_s=0.1, max_quick_failures=3)
 
@@ -77,3 +98,13 @@ def test_sigterm_stops_without_a_restart(supervised) -> None:  # type: ignore[no
     assert time.monotonic() - started < 15
     assert code == -signal.SIGTERM
     assert count.read_text() == "1"
+
+
+def test_a_site_worker_that_dies_is_started_again(supervised, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    make, count, messages = supervised
+    supervisor = make("long", "dies-once")
+    threading.Timer(4.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    supervisor.run()
+    assert (tmp_path / "worker-starts").read_text() == "2"
+    assert count.read_text() == "1"  # the SuperNode kept running
+    assert any("the site worker ended (exit code 9); starting it again" in m for m in messages)
