@@ -85,11 +85,13 @@ def wait_for_coordinator(config: SiteConfig, say, retry_s: float = 5.0) -> bool:
 
 def preflight(config: SiteConfig, source: Path, say) -> None:  # type: ignore[no-untyped-def]
     check_files(config, source)
-    for folder in (config.flwr_home, config.cache_dir):
+    for folder in (config.flwr_home, config.cache_dir, config.audit_log.parent):
         folder.mkdir(parents=True, exist_ok=True)  # OSError: reported with the path
         if not os.access(folder, os.W_OK):
             raise ConfigError(source, f"{folder} is not writable by this user")
     say(f"certificate and key OK ({config.ca_certificate.name}, {config.private_key.name})")
+    pinned = ", ".join(config.trusted_apps) or "none (every task will be refused)"
+    say(f"trusted apps (sha256): {pinned}; audit log {config.audit_log}")
     started = time.perf_counter()
     data = load_site_cached(config.spec, config.preprocess, config.cache_dir)
     counts = "/".join(str(len(data.split(s))) for s in ("train", "val", "test"))

@@ -46,7 +46,7 @@ from common.federation.run_settings import RunSettings, parse_run_settings
 from common.federation.site_round import evaluate_site, train_site
 from common.training.loop import resolve_device
 from common.training.model import load_unet
-from fl_client.faults import before_training, corrupt, parse_faults
+from fl_client.faults import before_training, corrupt, inflate_claims, parse_faults
 from fl_client.site import cache_dir_for, resolve_site, site_data
 
 log = logging.getLogger("echofl.client")
@@ -174,7 +174,7 @@ def train(msg: Message, context: Context) -> Message:
     content = RecordDict(
         {
             ARRAYS: ArrayRecord({k: Array(v) for k, v in arrays.items()}),
-            METRICS: MetricRecord(metrics),
+            METRICS: MetricRecord(inflate_claims(spec.name, metrics, faults)),
         }
     )
     return Message(content=content, reply_to=msg)
@@ -184,8 +184,9 @@ def train(msg: Message, context: Context) -> Message:
 @_guarded
 def evaluate(msg: Message, context: Context) -> Message:
     settings, device = _setup(context)
-    _, data = _data(context, settings)
+    spec, data = _data(context, settings)
     instruction = EvaluateInstruction.from_config(msg.content[CONFIG])
     model = _global_model(msg, context, settings)
     metrics = evaluate_site(model, data.split(instruction.split), settings.recipe, device=device)
+    metrics = inflate_claims(spec.name, metrics, parse_faults(settings.inject_faults))
     return Message(content=RecordDict({METRICS: MetricRecord(metrics)}), reply_to=msg)

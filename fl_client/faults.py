@@ -4,7 +4,8 @@
 whose text holds a file path and a case id (to check that nothing private reaches the
 coordinator), ``A`` fails at random in 30% of its rounds (seeded by round and site, so a soak
 run is reproducible). Other kinds: ``scale`` (update norm x1000), ``shape`` (one tensor with a
-wrong shape), ``missing`` (one tensor left out), ``dtype`` (one tensor as float64).
+wrong shape), ``missing`` (one tensor left out), ``dtype`` (one tensor as float64), ``inflate``
+(honest weights, but the site claims 1e9 training images and reports every Dice as 50).
 Only the coordinator sets the run config, so a site cannot be made to misbehave by anyone else.
 """
 
@@ -17,7 +18,8 @@ import torch
 
 from common.errors import DataError
 
-KINDS = ("nan", "scale", "shape", "missing", "dtype", "raise", "fail")
+KINDS = ("nan", "scale", "shape", "missing", "dtype", "raise", "fail", "inflate")
+INFLATED_COUNT, INFLATED_DICE = 1e9, 50.0
 
 
 def parse_faults(text: str) -> dict[str, tuple[str, float]]:
@@ -67,3 +69,18 @@ def corrupt(
     elif kind == "dtype":
         state[name] = state[name].double()
     return state
+
+
+def inflate_claims(
+    site: str, metrics: dict[str, float], faults: Mapping[str, tuple[str, float]]
+) -> dict[str, float]:
+    """``inflate``: the reply's metrics claim 1e9 images and Dice 50 (a lying site)."""
+    if faults.get(site, ("", 0.0))[0] != "inflate":
+        return metrics
+    out = dict(metrics)
+    if "num-examples" in out and "train-loss" in out:  # a training reply
+        out["num-examples"] = INFLATED_COUNT
+    for key in out:
+        if key.startswith("dice-"):
+            out[key] = INFLATED_DICE
+    return out

@@ -178,7 +178,7 @@ def run_task(
                 push_message(client, reply, context)
             push_task_output(client=client, context=context, sub_status=status, details=details)
             lap("reply")
-        except Exception as exc:  # noqa: BLE001 - the SuperNode is gone: nothing to report to
+        except Exception as exc:
             print(f"[fl-client {site}] could not report the task: {exc}", file=sys.stderr)
         if code != REFUSED:
             outcome = {COMPLETED: "completed", STOPPED: "stopped"}.get(code, "failed")

@@ -147,7 +147,7 @@ class Worker:
 
         try:
             res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
-        except Exception as exc:  # noqa: BLE001 - the SuperNode restarting: try again shortly
+        except Exception as exc:
             self.say(f"the SuperNode's Runtime API did not answer ({exc}); retrying")
             time.sleep(1.0)
             return False
@@ -161,8 +161,15 @@ class Worker:
         now = time.monotonic()
         if self.config.task_start == "spawn":
             popen = subprocess.Popen(
-                [sys.executable, "-m", "fl_client.task", "--config", str(self.config_path),
-                 "--site", self.config.site],
+                [
+                    sys.executable,
+                    "-m",
+                    "fl_client.task",
+                    "--config",
+                    str(self.config_path),
+                    "--site",
+                    self.config.site,
+                ],
                 stdin=subprocess.PIPE,
                 text=True,
             )
@@ -211,7 +218,10 @@ class Worker:
                 task.reason = f"ran longer than task_timeout_s = {self.config.task_timeout_s:g}"
                 self.say(f"stopping task {task.task_id} of run {task.run_id}: {task.reason}")
                 self.audit.record(
-                    "task-stopped", site=self.config.site, run=task.run_id, task=task.task_id,
+                    "task-stopped",
+                    site=self.config.site,
+                    run=task.run_id,
+                    task=task.task_id,
                     reason=task.reason,
                 )
                 self._signal(task, signal.SIGTERM)

@@ -4,7 +4,9 @@ One collaborator of the strategy, testable without Flower's engine: anything wit
 ``get_node_ids()`` is a grid, and the query is a function ``(grid, node_ids) -> [SiteInfo]``.
 A node seen for the first time is queried and its declared name checked against the registry;
 it is admitted (a site of the run from then on) or refused (never asked again). A node that
-does not answer the query stays unknown and is asked again the next time.
+does not answer the query stays unknown and is asked again the next time; one that answers with
+an error (a site that did not pin this app refuses it) is reported once per failure, with the
+site's reason, and asked again only after ``retry_seconds``.
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fl_server.metrics_log import MetricsLog
-from fl_server.negotiation import FederationError, SiteInfo, check_registered_names
+from fl_server.negotiation import (
+    FederationError,
+    QueryFailure,
+    SiteInfo,
+    check_registered_names,
+)
 
 
 class NodeSource(Protocol):
     def get_node_ids(self) -> Any: ...
 
 
-Query = Callable[[Any, list[int]], list[SiteInfo]]
+Query = Callable[[Any, list[int]], list[SiteInfo | QueryFailure]]
 
 
 class SiteAdmission:
@@ -35,12 +42,15 @@ class SiteAdmission:
         log: MetricsLog,
         say: Callable[[str], None] = lambda _: None,
         poll_seconds: float = 1.0,
+        retry_seconds: float = 60.0,
     ) -> None:
         self.query = query
         self.registry = registry
         self.log = log
         self.say = say
         self.poll_seconds = poll_seconds
+        self.retry_seconds = retry_seconds
+        self.failed: dict[int, float] = {}  # node -> when to ask again
         self.sites: dict[int, SiteInfo] = {}
         self.refused: set[int] = set()
         self.announce = False  # after the negotiation, every new site is announced as joined
@@ -56,12 +66,24 @@ class SiteAdmission:
 
     def admit_new(self, grid: NodeSource) -> None:
         """Query the nodes not seen before; admit or refuse each that answers."""
+        now = time.monotonic()
         new = sorted(
-            n for n in grid.get_node_ids() if n not in self.sites and n not in self.refused
+            n
+            for n in grid.get_node_ids()
+            if n not in self.sites and n not in self.refused and self.failed.get(n, 0.0) <= now
         )
         if not new:
             return
-        answered, refused = check_registered_names(self.query(grid, new), self.registry)
+        results = self.query(grid, new)
+        for failure in (r for r in results if isinstance(r, QueryFailure)):
+            self.failed[failure.node_id] = now + self.retry_seconds
+            self.log.event("site-error", phase="query", node=failure.node_id, reason=failure.reason)
+            self.say(
+                f"node {failure.node_id} could not join: {failure.reason} (asked again in "
+                f"{self.retry_seconds:g} s)"
+            )
+        infos = [r for r in results if isinstance(r, SiteInfo)]
+        answered, refused = check_registered_names(infos, self.registry)
         for info in answered:
             taken = {s.name for s in self.sites.values()}
             if info.name in taken:

@@ -127,6 +127,11 @@ cache_dir = "cache"              # preprocessing cache (absolute paths under a s
 flwr_home = "flwr"               # where Flower unpacks the app it receives (must be writable)
 runtime_port = 9094
 log_file = "logs/fl-client.log"
+audit_log = "logs/audit.jsonl"   # every task this site executed or refused, with the app's hash
+# The only app bundles this site executes (SHA-256). Compute the hash yourself from the echofl
+# release you reviewed (`fl-server app-hash --app-dir /path/to/echofl`) and check that it is the
+# one the coordinator announces; until an app is listed here, every task is refused.
+trusted_apps = []
 """
     )
 
@@ -516,6 +521,18 @@ def cmd_renew_cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app_hash(args: argparse.Namespace) -> int:
+    """The SHA-256 of the app bundle built from an echofl source folder: what a hospital pins
+    in ``trusted_apps`` (computed by the hospital itself from the release it reviewed, or
+    announced by the coordinator: the two must agree)."""
+    app_dir = (
+        args.app_dir.resolve() if args.app_dir else CoordinatorHome(args.home).config().app_dir
+    )
+    check_app_dir(app_dir)
+    print(app_digest(app_dir))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     _, sidecar = load_checkpoint(args.checkpoint, verify_key=load_verify_key(args.key))
     _say(f"{args.checkpoint}: digest and signature valid (round {sidecar.get('round')})")
@@ -645,6 +662,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", type=run_name_arg, help="run folder name (default: run-<timestamp>)")
     p.add_argument("--run-config", help='extra overrides, e.g. "label-dropout-p=0.5 lr=0.002"')
     p.set_defaults(fn=cmd_run)
+    p = with_home(
+        sub.add_parser("app-hash", help="the app bundle's SHA-256, for the sites' trusted_apps")
+    )
+    p.add_argument("--app-dir", type=Path, help="an echofl source folder (default: the home's)")
+    p.set_defaults(fn=cmd_app_hash)
     p = sub.add_parser("verify", help="check a checkpoint's digest and signature")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--key", type=Path, required=True, help="model-signing.pub")

@@ -29,26 +29,37 @@ class SiteInfo:
     counts: dict[str, int]
 
 
+@dataclass(frozen=True)
+class QueryFailure:
+    """A node answered the query with an error (for example: the site refused to execute this
+    app bundle because it did not pin it)."""
+
+    node_id: int
+    reason: str
+
+
 class FederationError(EchoflError):
     """The federation cannot proceed (too few sites, no answers)."""
 
 
-def query_sites(grid: Grid, node_ids: list[int], timeout: float) -> list[SiteInfo]:
-    """Send the query to every node; sites that fail, do not answer or answer with a malformed
-    description are left out."""
+def query_sites(grid: Grid, node_ids: list[int], timeout: float) -> list[SiteInfo | QueryFailure]:
+    """Send the query to every node; a node that answers with an error is a
+    :class:`QueryFailure` (with the site's reason); nodes that do not answer or answer with a
+    malformed description are left out."""
     messages = [
         Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY) for n in node_ids
     ]
-    infos = []
+    infos: list[SiteInfo | QueryFailure] = []
     for reply in grid.send_and_receive(messages, timeout=timeout):
         if reply.has_error():
+            infos.append(QueryFailure(reply.metadata.src_node_id, reply.error.reason))
             continue
         try:
             site = SiteDescription.from_records(reply.content[SITE], reply.content[COUNTS])
         except (KeyError, ProtocolError):
             continue
         infos.append(SiteInfo(reply.metadata.src_node_id, site.name, site.labelled, site.counts))
-    return sorted(infos, key=lambda i: i.name)
+    return sorted(infos, key=lambda i: (isinstance(i, QueryFailure), getattr(i, "name", "")))
 
 
 def check_registered_names(

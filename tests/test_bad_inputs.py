@@ -248,6 +248,18 @@ CONFIG_CASES = {
     "unknown structure": ({"labelled": ["LV", "RV"]}, "unknown structure 'RV'"),
     "missing required key": ({"coordinator": None}, "coordinator: Field required"),
     "coordinator without a port": ({"coordinator": "localhost"}, "coordinator: String should"),
+    "pinned app that is not a hash": (
+        {"trusted_apps": ["echofl-1.0"]},
+        "trusted_apps.0: 'echofl-1.0' is not an app bundle hash (SHA-256: 64",
+    ),
+    "task timeout of zero": (
+        {"task_timeout_s": 0},
+        "task_timeout_s: Input should be greater than 0",
+    ),
+    "unknown task start": (
+        {"task_start": "thread"},
+        "task_start: Input should be 'fork' or 'spawn'",
+    ),
 }
 
 

@@ -61,6 +61,23 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
         )
         out["stranger"] = stranger(cluster, base)
         out["hostile"] = hostile_app(cluster, base)
+        out["liar"] = subprocess.run(  # site D lies: 1e9 training images, every Dice 50
+            [
+                *cluster.run_command(
+                    "liar",
+                    1,
+                    "image-size=32 local-epochs=1 client-threads=1 inject-faults=D:inflate "
+                    "save-updates=true strategy=fedavg step-normalised=false server-momentum=0",
+                ),
+                "--min-sites",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        out["liar_rows"] = cluster.rows("liar")
         out["intruder"] = cli(
             "fl-client", "--site", "X", "--config-dir", str(cluster.sites_dir), timeout=300
         )
@@ -84,7 +101,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def stranger(cluster: Cluster, base: Path) -> dict:
     """Someone holding only the public ca.crt, pointing the Flower CLI at the sites' address."""
-    import os
 
     home = base / "stranger-flwr"
     home.mkdir()
@@ -154,10 +170,11 @@ def main(grid, context):
     messages = [grid.create_message(RecordDict(), "train", n, "") for n in nodes]
     replies = list(grid.send_and_receive(messages, timeout=120))
     found = [
-        {"error": m.error.reason if m.has_error() else None, "code": m.error.code if m.has_error() else None}
+        {"error": m.error.reason, "code": m.error.code} if m.has_error() else {"error": None}
         for m in replies
     ]
-    pathlib.Path(context.run_config["out"]).write_text(json.dumps({"nodes": len(nodes), "replies": found}))
+    out = pathlib.Path(context.run_config["out"])
+    out.write_text(json.dumps({"nodes": len(nodes), "replies": found}))
 """
 
 
@@ -336,6 +353,56 @@ def test_an_app_no_site_pinned_executes_nowhere(deployment: dict) -> None:
         assert all(e["app_module"].startswith(str(flwr_home / "apps")) for e in executed)
         # query, then per round train + evaluate (2 rounds), then the final evaluation
         assert [e["message_type"] for e in executed].count("train") == 2
+
+
+def test_a_site_claiming_1e9_images_and_dice_50_changes_neither_the_model_nor_best(
+    deployment: dict,
+) -> None:
+    import numpy as np
+
+    from common.security.checkpoint import load_checkpoint
+
+    run = deployment["liar"]
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    rows = deployment["liar_rows"]
+    (rejected,) = [r for r in rows if r.get("event") == "update-rejected"]
+    assert rejected["site"] == "D"
+    assert "num-examples = 1e+09 exceeds the" in rejected["reason"]
+    assert "image(s) the site declared in the query round" in rejected["reason"]
+    bad_metrics = [r for r in rows if r.get("event") == "metrics-rejected"]
+    assert bad_metrics and {r["site"] for r in bad_metrics} == {"D"}
+    assert all("= 50 is outside [0, 1]" in r["reason"] for r in bad_metrics)
+    assert done_rounds(rows) == {1: ["A", "B"]}
+    # the global model of round 1 is the mean of A's and B's updates, weighted by the counts
+    # they declared in the query round (D's weights are not in it, nor its claimed count)
+    out = deployment["home"] / "runs" / "liar"
+    updates = {s: np.load(out / "updates" / f"round-0001-{s}.npz") for s in ("A", "B")}
+    assert not (out / "updates" / "round-0001-D.npz").exists()
+    counts = {s: float(u["__weight__"]) for s, u in updates.items()}
+    negotiated = next(r for r in rows if r.get("event") == "negotiated")
+    assert counts == {s: float(negotiated["counts"][s]["train"]) for s in ("A", "B")}
+    state, _ = load_checkpoint(out / "checkpoints" / "round-0001.pt")
+    total = sum(counts.values())
+    for key, tensor in state.items():
+        if tensor.dtype.is_floating_point:
+            mean = sum(counts[s] * updates[s][key].astype(np.float64) for s in counts) / total
+            np.testing.assert_allclose(tensor.numpy(), mean, rtol=1e-5, atol=1e-6)
+    # best.pt is chosen on the honest sites' validation Dice only (all in [0, 1])
+    _, best = load_checkpoint(out / "checkpoints" / "best.pt")
+    honest = [
+        r
+        for r in rows
+        if r.get("phase") == "val" and r.get("round") == 1 and r["site"] in ("A", "B")
+    ]
+    val = best["validation"]
+    dice = [k for k in val if k.startswith("dice-")]
+    assert dice and all(0.0 <= val[k] <= 1.0 for k in dice)
+    for key in dice:
+        n = key.replace("dice-", "n-")
+        weights = [r.get(n, 0.0) for r in honest]
+        if sum(weights):
+            expected = sum(r[key] * w for r, w in zip(honest, weights, strict=True)) / sum(weights)
+            assert val[key] == pytest.approx(expected, rel=1e-6), key
 
 
 def test_no_process_left_behind(deployment: dict) -> None:

@@ -61,7 +61,10 @@ def supervised(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore
             cli,
             "worker_command",
             lambda _config, _path: [
-                sys.executable, str(worker), str(tmp_path / "worker-starts"), worker_behaviour
+                sys.executable,
+                str(worker),
+                str(tmp_path / "worker-starts"),
+                worker_behaviour,
             ],
         )
         monkeypatch.setattr(cli, "supernode_env", lambda _config: dict(os.environ))

@@ -149,23 +149,47 @@ class Node:
         self.site_home.mkdir()
         self.secret.write_text("a shared secret for this test")
         self.superlink = _start(
-            ["flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
-             "--database", str(base / "state.db"), "--disable-runtime-dependency-installation"],
+            [
+                "flower-superlink",
+                "--insecure",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--database",
+                str(base / "state.db"),
+                "--disable-runtime-dependency-installation",
+            ],
             base / "superlink.out",
             _env(base / "superlink-flwr"),
         )
         self.supernode = _start(
-            ["flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{self.port}",
-             "--isolation", "process", "--superexec-auth-secret-file", str(self.secret),
-             "--host", "127.0.0.1", "--port", str(self.runtime_port),
-             "--node-config", 'site="A"'],
+            [
+                "flower-supernode",
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{self.port}",
+                "--isolation",
+                "process",
+                "--superexec-auth-secret-file",
+                str(self.secret),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.runtime_port),
+                "--node-config",
+                'site="A"',
+            ],
             base / "supernode.out",
             _env(self.site_home),
         )
         self.worker: subprocess.Popen | None = None
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 1):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 1),
+            ):
                 break
             time.sleep(0.3)
 
@@ -199,8 +223,15 @@ class Node:
     def run(self, tag: str, mode: str = "train") -> list[dict]:
         out = self.base / f"replies-{tag}.json"
         result = subprocess.run(
-            [str(BIN / "flwr"), "run", str(self.app), "t", "--stream", "--run-config",
-             f'out="{out}" mode="{mode}"'],
+            [
+                str(BIN / "flwr"),
+                "run",
+                str(self.app),
+                "t",
+                "--stream",
+                "--run-config",
+                f'out="{out}" mode="{mode}"',
+            ],
             env=_env(self.ctl_home),
             capture_output=True,
             text=True,
@@ -254,7 +285,7 @@ def take_task_without_secret(node: Node) -> str:
     )
     try:
         client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
-    except Exception as exc:  # noqa: BLE001 - what the refusal looks like is the point
+    except Exception as exc:
         return f"refused: {exc}"
     finally:
         client.close()

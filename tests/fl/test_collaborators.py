@@ -10,7 +10,7 @@ from common.federation.protocol import encode_weights
 from common.labels import Structure
 from fl_server.admission import SiteAdmission
 from fl_server.metrics_log import MetricsLog, read_metrics_log
-from fl_server.negotiation import FederationError, SiteInfo
+from fl_server.negotiation import FederationError, QueryFailure, SiteInfo
 from fl_server.update_gate import Reply, UpdateGate
 
 
@@ -55,6 +55,34 @@ def test_a_second_node_with_a_taken_name_is_refused(tmp_path: Path) -> None:
     admission = SiteAdmission(make_query({1: "A", 2: "A"}, []), registry="", log=log)
     assert admission.online(Grid([1, 2])) == [1]
     assert admission.refused == {2}
+
+
+def test_a_node_that_answers_with_an_error_is_reported_and_asked_again_later(
+    tmp_path: Path,
+) -> None:
+    log = MetricsLog(tmp_path / "m.jsonl")
+    asked: list[list[int]] = []
+    reason = "site C refused to execute app echofl (bundle sha256 ab12): it is not in trusted_apps"
+
+    def query(_grid: object, nodes: list[int]) -> list:
+        asked.append(list(nodes))
+        return [SiteInfo(1, "A", frozenset({Structure.LV}), {})] * (1 in nodes) + [
+            QueryFailure(3, reason)
+        ] * (3 in nodes)
+
+    said: list[str] = []
+    admission = SiteAdmission(query, registry="", log=log, say=said.append, retry_seconds=0.2)
+    grid = Grid([1, 3])
+    assert admission.online(grid) == [1]
+    assert admission.online(grid) == [1]  # within the back-off: node 3 is not asked again
+    import time
+
+    time.sleep(0.25)
+    assert admission.online(grid) == [1]
+    assert asked == [[1, 3], [3]]
+    errors = [r for r in read_metrics_log(log.path) if r.get("event") == "site-error"]
+    assert [(r["phase"], r["node"], r["reason"]) for r in errors] == [("query", 3, reason)] * 2
+    assert said[0] == f"node 3 could not join: {reason} (asked again in 0.2 s)"
 
 
 def test_waiting_ends_with_a_clear_error(tmp_path: Path) -> None:
