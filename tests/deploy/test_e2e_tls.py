@@ -66,8 +66,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 *cluster.run_command(
                     "liar",
                     1,
-                    "image-size=32 local-epochs=1 client-threads=1 inject-faults=D:inflate "
-                    "save-updates=true strategy=fedavg step-normalised=false server-momentum=0",
+                    'image-size=32 local-epochs=1 client-threads=1 inject-faults="D:inflate" '
+                    'save-updates=true strategy="fedavg" step-normalised=false server-momentum=0',
                 ),
                 "--min-sites",
                 "2",
@@ -297,7 +297,8 @@ def test_sites_unpack_the_app_in_their_own_flwr_home(deployment: dict) -> None:
     assert apps and all(p.name.startswith("echofl.echofl.") for p in apps)
     # the hash fl-server printed and audited is the bundle the sites installed
     audit = read_audit(deployment["home"] / "audit.jsonl")
-    (launch,) = [e for e in audit if e["event"] == "run-launched"]
+    launch, liar = [e for e in audit if e["event"] == "run-launched"]
+    assert liar["app_sha256"] == launch["app_sha256"]
     assert launch["run"] == "e2e" and f"app bundle sha256 {launch['app_sha256']}" in (
         deployment["run"].stdout
     )
@@ -313,6 +314,8 @@ def test_the_audit_trail_records_who_did_what(deployment: dict) -> None:
         ("site-registered", "D"),
         ("run-launched", "e2e"),
         ("run-finished", "e2e"),
+        ("run-launched", "liar"),
+        ("run-finished", "liar"),
         ("site-unregistered", "B"),
     ]
     assert all(e["user"] and e["host"] and e["time"] for e in audit)
@@ -351,8 +354,8 @@ def test_an_app_no_site_pinned_executes_nowhere(deployment: dict) -> None:
         assert all(e["outcome"] == "completed" for e in executed)
         flwr_home = deployment["base"] / "sites" / "flwr"
         assert all(e["app_module"].startswith(str(flwr_home / "apps")) for e in executed)
-        # query, then per round train + evaluate (2 rounds), then the final evaluation
-        assert [e["message_type"] for e in executed].count("train") == 2
+        # the e2e run trained 2 rounds, the liar run 1 (each task is one line)
+        assert [e["message_type"] for e in executed].count("train") == 3
 
 
 def test_a_site_claiming_1e9_images_and_dice_50_changes_neither_the_model_nor_best(
@@ -392,8 +395,12 @@ def test_a_site_claiming_1e9_images_and_dice_50_changes_neither_the_model_nor_be
     honest = [
         r
         for r in rows
-        if r.get("phase") == "val" and r.get("round") == 1 and r["site"] in ("A", "B")
+        if r.get("phase") == "val"
+        and r.get("round") == 1
+        and r["site"] in ("A", "B")
+        and "event" not in r  # the site's row, not an event about it
     ]
+    assert len(honest) == 2
     val = best["validation"]
     dice = [k for k in val if k.startswith("dice-")]
     assert dice and all(0.0 <= val[k] <= 1.0 for k in dice)
