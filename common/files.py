@@ -23,3 +23,15 @@ def write_atomic(path: Path, data: bytes, *, private: bool = False) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_secret(path: Path) -> None:
+    """A new random secret (64 hex characters) in ``path``, readable by this user only; an
+    older file there is replaced (a process still holding it keeps its copy)."""
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_hex(32).encode())

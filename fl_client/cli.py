@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import logging
 import os
-import secrets
 import signal
 import socket
 import ssl
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from common.data.cache import load_site_cached
 from common.errors import ConfigError, EchoflError
+from common.files import write_secret
 from common.labels import format_labelled_set
 from common.names import site_name_arg
 from fl_client.site_config import SiteConfig, check_files, load_site_config, site_config_path
@@ -148,13 +148,7 @@ def worker_command(config: SiteConfig, path: Path) -> list[str]:
 def write_superexec_secret(config: SiteConfig) -> None:
     """A new random secret shared by the SuperNode and the site worker, readable by this user
     only: without it, nobody can take the SuperNode's tasks."""
-    path = config.superexec_secret_file
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(secrets.token_hex(32).encode())
+    write_secret(config.superexec_secret_file)
 
 
 class Supervisor:

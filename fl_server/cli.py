@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 
 from common.errors import ConfigError, EchoflError
 from common.federation.run_settings import parse_run_settings
-from common.files import write_atomic
+from common.files import write_atomic, write_secret
 from common.names import run_name_arg, site_name_arg
 from common.security.checkpoint import load_checkpoint
 from common.security.pki import (
@@ -227,6 +227,26 @@ def superlink_command(home: CoordinatorHome) -> list[str]:
         str(config.superlink_address[1]),
         "--log-file",
         str(home.log_file),
+        # ServerApps are started by the SuperExec below, which holds the shared secret: the
+        # SuperLink's Runtime API gives a task to nobody else
+        "--isolation",
+        "process",
+        "--superexec-auth-secret-file",
+        str(home.superexec_secret),
+    ]
+
+
+def superexec_command(home: CoordinatorHome) -> list[str]:
+    """Flower's own SuperExec: takes the SuperLink's ServerApp tasks (signed with the secret)
+    and runs each in a ``flwr-serverapp`` process, connecting over TLS on loopback."""
+    return [
+        "flower-superexec",
+        "--runtime-api-address",
+        f"127.0.0.1:{home.config().superlink_address[1]}",
+        "--root-certificates",
+        str(home.pki.ca_cert),
+        "--superexec-auth-secret-file",
+        str(home.superexec_secret),
     ]
 
 
@@ -244,20 +264,22 @@ def proxy_server_block(home: CoordinatorHome) -> str:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    """The SuperLink (loopback) and the fleet-only proxy (the sites' address), supervised:
-    SIGTERM/SIGINT stop both; when either ends, the other is stopped and its exit code
-    returned. With ``expose_control_api`` the SuperLink alone, in the foreground."""
+    """The SuperLink (loopback), Flower's SuperExec for its ServerApps (with a fresh shared
+    secret) and the fleet-only proxy (the sites' address), supervised: SIGTERM/SIGINT stop
+    them all; when one ends, the others are stopped and its exit code returned. With
+    ``expose_control_api`` no proxy: the SuperLink itself listens on the sites' address."""
     home = CoordinatorHome(args.home)
     config = home.config()
     command = superlink_command(home)
     home.database.parent.mkdir(parents=True, exist_ok=True)
     home.log_file.parent.mkdir(parents=True, exist_ok=True)
     home.write_connection(config.control_port)
+    write_secret(home.superexec_secret)
     env = _flwr_env(home)
     if config.expose_control_api:
         print(EXPOSED.format(host=config.listen_host, port=config.port), flush=True)
         _say(f"starting the SuperLink on {config.listen_host}:{config.port} (Control API OPEN)")
-        os.execvpe(command[0], command, env)  # signals and exit code pass through unchanged
+        return supervise([command, superexec_command(home)], env)
     conf = proxy.write_main_config(home.proxy_dir, home.root, proxy_server_block(home))
     nginx = proxy.nginx_command(conf, home.proxy_dir)
     check = subprocess.run([*nginx[:-2], "-t"], capture_output=True, text=True, check=False)
@@ -269,7 +291,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         f"{config.listen_host}:{config.port} (nginx; {conf})"
     )
     print(FIREWALL.format(port=config.port), flush=True)
-    return supervise([command, nginx], env)
+    return supervise([command, superexec_command(home), nginx], env)
 
 
 def supervise(commands: list[list[str]], env: dict[str, str]) -> int:

@@ -5,6 +5,7 @@
 <home>/bundles/<site>/      what a hospital receives: ca.crt, site.key, <site>.toml
 <home>/state/superlink.db   the SuperLink's persistent state (SQLite)
 <home>/state/sites.json     site name -> registered node id
+<home>/state/superexec.secret  the SuperLink <-> SuperExec shared secret (new at every start)
 <home>/logs/superlink.log
 <home>/runs/<run>/          metrics.jsonl, checkpoints/ (signed), summary.json
 <home>/flwr/config.toml     the Flower CLI's connection to this SuperLink (loopback + CA)
@@ -79,6 +80,10 @@ class CoordinatorHome:
     @property
     def database(self) -> Path:
         return self.root / "state" / "superlink.db"
+
+    @property
+    def superexec_secret(self) -> Path:
+        return self.root / "state" / "superexec.secret"
 
     @property
     def registry(self) -> Path:

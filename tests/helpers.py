@@ -215,3 +215,30 @@ def three_site_federation(base: Path, seed: int) -> Path:
     path = base / "sites.json"
     path.write_text(json.dumps([s.model_dump(mode="json") for s in specs]))
     return path
+
+
+def acquire_task_without_secret(address: str, ca_certificate: Path | None = None) -> str:
+    """A local user's process asks a Flower Runtime API (a SuperNode's, or the SuperLink's over
+    TLS with ``ca_certificate``) for a task, without the SuperExec secret: "refused: ..." or
+    "accepted"."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    client = RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=ca_certificate is None,
+        root_certificates=None if ca_certificate is None else str(ca_certificate),
+        interceptors=[],
+    )
+    import httpx
+
+    try:
+        client.AcquireTask(AcquireTaskRequest(supported_task_types=list(TaskType)))
+    except (httpx.TransportError, OSError) as exc:  # nothing answered: not a refusal
+        return f"unreachable: {exc}"
+    except Exception as exc:
+        return f"refused: {type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    return "accepted"

@@ -20,7 +20,7 @@ from fl_server.audit import app_digest, file_digest, read_audit
 from fl_server.cli import _flwr_env
 from fl_server.coordinator import CONNECTION, DEFAULT_APP_DIR, CoordinatorHome
 from simulations.loopback import Cluster, cli, done_rounds
-from tests.helpers import ProcessWatch
+from tests.helpers import ProcessWatch, acquire_task_without_secret
 
 SITES = {
     "A": ("A", "camus-nifti"),
@@ -61,6 +61,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
         )
         out["stranger"] = stranger(cluster, base)
         out["hostile"] = hostile_app(cluster, base)
+        out["local_runtime"] = acquire_task_without_secret(  # a local user on the coordinator
+            f"127.0.0.1:{cluster.superlink_port}", cluster.home / "pki" / "ca" / "ca.crt"
+        )
         out["liar"] = subprocess.run(  # site D lies: 1e9 training images, every Dice 50
             [
                 *cluster.run_command(
@@ -277,6 +280,15 @@ def test_a_stranger_with_the_ca_certificate_cannot_register_or_launch(deployment
     assert stranger["health"] == 200  # the fleet side is up: the refusals are the proxy's
     assert stranger["runs_after"] == stranger["runs_before"]  # nothing was launched
     assert "X" not in json.loads((deployment["home"] / "state" / "sites.json").read_text())
+
+
+def test_the_coordinators_runtime_api_gives_no_task_without_the_secret(deployment: dict) -> None:
+    """The SuperLink runs in process isolation: only Flower's SuperExec, started by fl-server
+    start with the shared secret, takes its ServerApp tasks."""
+    said = deployment["local_runtime"]
+    assert said.startswith("refused: HTTPStatusError") and "401 Unauthorized" in said, said
+    secret = deployment["home"] / "state" / "superexec.secret"
+    assert (secret.stat().st_mode & 0o777) == 0o600
 
 
 def test_unregistered_site_is_refused_with_an_explicit_message(deployment: dict) -> None:

@@ -28,7 +28,7 @@ import tomli_w
 from common.audit import read_audit
 from common.processes import free_port
 from fl_server.audit import app_digest
-from tests.helpers import ProcessWatch
+from tests.helpers import ProcessWatch, acquire_task_without_secret
 
 BIN = Path(sys.executable).parent
 
@@ -262,34 +262,13 @@ def node(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
         started = time.monotonic()
         out["stopped"] = node.run("stopped", mode="sleep")
         out["stopped_after"] = time.monotonic() - started
-        out["intruder"] = take_task_without_secret(node)
+        out["intruder"] = acquire_task_without_secret(f"127.0.0.1:{node.runtime_port}")
         out["audit"] = read_audit(base / "audit-A.jsonl")
     finally:
         node.close()
         watch.__exit__()
         out["leftovers"] = watch.leftovers()
     yield out
-
-
-def take_task_without_secret(node: Node) -> str:
-    """A local user's process asks the SuperNode's Runtime API for a task, without the secret."""
-    from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
-    from flwr.supercore.constant import TaskType
-    from flwr.supercore.runtime import RuntimeHttpClient
-
-    client = RuntimeHttpClient.from_server_address(
-        server_address=f"127.0.0.1:{node.runtime_port}",
-        insecure=True,
-        root_certificates=None,
-        interceptors=[],
-    )
-    try:
-        client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
-    except Exception as exc:
-        return f"refused: {exc}"
-    finally:
-        client.close()
-    return "accepted"
 
 
 def test_a_forked_task_computes_what_a_fresh_interpreter_computes(node: dict) -> None:
@@ -313,7 +292,8 @@ def test_a_task_past_its_deadline_is_stopped_and_reported(node: dict) -> None:
 
 
 def test_the_runtime_api_refuses_a_task_request_without_the_secret(node: dict) -> None:
-    assert node["intruder"].startswith("refused"), node["intruder"]
+    assert node["intruder"].startswith("refused: HTTPStatusError"), node["intruder"]
+    assert "401 Unauthorized" in node["intruder"]
 
 
 def test_no_process_left_behind(node: dict) -> None:
