@@ -28,3 +28,10 @@ class ConfigError(EchoflError):
         self.source = None if source is None else str(source)
         self.problem = problem
         super().__init__(f"{self.source}: {problem}" if self.source is not None else problem)
+
+
+class OptionError(ConfigError, ValueError):
+    """A format loader's option (``loader_options`` of a site) with an impossible value."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        super().__init__(f"loader option {option!r}", problem)

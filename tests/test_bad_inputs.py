@@ -533,3 +533,17 @@ def test_run_config_typo_names_the_key() -> None:
 def test_site_spec_labelled_must_be_known() -> None:
     with pytest.raises(ValueError, match="unknown structure 'RA'"):
         SiteSpec(name="A", format="folder", root=Path("."), labelled=["RA"])
+
+
+def test_a_view_that_is_a_path_is_refused(
+    env: Env, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``views`` names CAMUS views; a path there (``../../../etc/passwd``) is a clear error."""
+    config = site_config(env, tmp_path)
+    config.write_text(config.read_text() + '[loader_options]\nviews = ["../../../etc/passwd"]\n')
+    code, output = run_main(
+        fl_client_cli.main, ["--site", "A", "--config", str(config), "--check"], capsys
+    )
+    assert code == 2, output
+    assert "../../../etc/passwd" in output and "Traceback" not in output
+    print(output)

@@ -57,7 +57,7 @@ from common.data.formats.full_ground_truth import (
 from common.data.formats.recording import Recording
 from common.data.formats.splits import hash_split, read_split_lists, write_split_lists
 from common.data.sample import Phase, Sample, SampleMeta, Split, make_sample
-from common.errors import DataError
+from common.errors import DataError, OptionError
 from common.labels import LabelledSet
 
 FORMAT_NAME = "camus-mhd"
@@ -210,7 +210,7 @@ def write_mhd(path: Path, array: np.ndarray, spacing_mm: tuple[float, float]) ->
 
 def _check_fold(fold: int) -> None:
     if isinstance(fold, bool) or not isinstance(fold, int) or not 1 <= fold <= N_FOLDS:
-        raise ValueError(f"fold must be an integer in 1..{N_FOLDS}, got {fold!r}")
+        raise OptionError("fold", f"fold must be an integer in 1..{N_FOLDS}, got {fold!r}")
 
 
 def _read_splits(root: Path, patients: list[str], fold: int) -> dict[str, Split]:

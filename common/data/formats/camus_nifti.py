@@ -39,7 +39,7 @@ from common.data.formats.lv_tracing import disk_volume_ml, trace_lv
 from common.data.formats.recording import Recording
 from common.data.formats.splits import hash_split, read_split_lists, write_split_lists
 from common.data.sample import Phase, Sample, SampleMeta, Split, make_sample
-from common.errors import DataError
+from common.errors import DataError, OptionError
 from common.labels import LabelledSet, Structure, format_labelled_set
 
 FORMAT_NAME = "camus-nifti"
@@ -203,7 +203,7 @@ def check_views(views: Iterable[str]) -> tuple[str, ...]:
     wanted = tuple(dict.fromkeys(str(v).upper() for v in views))
     bad = [v for v in wanted if v not in VIEWS]
     if not wanted or bad:
-        raise ValueError(f"views must be a non-empty subset of {VIEWS}, got {tuple(views)}")
+        raise OptionError("views", f"must be a non-empty subset of {VIEWS}, got {tuple(views)}")
     return wanted
 
 

@@ -66,7 +66,7 @@ from common.data.formats.recording import Recording
 from common.data.formats.splits import check_fractions, hash_split
 from common.data.formats.video import read_gray_video, write_gray_video
 from common.data.sample import SPLITS, Sample, SampleMeta, Split, make_sample
-from common.errors import DataError
+from common.errors import DataError, OptionError
 from common.labels import LabelledSet, Structure, format_labelled_set
 
 FORMAT_NAME = "hmc-qu"
@@ -119,11 +119,11 @@ def load(
     """
     root = Path(root)
     if isinstance(frame_stride, bool) or not isinstance(frame_stride, int) or frame_stride < 1:
-        raise ValueError(f"frame_stride must be an integer >= 1, got {frame_stride!r}")
+        raise OptionError("frame_stride", f"must be an integer >= 1, got {frame_stride!r}")
     fractions = check_fractions(split_fractions)
     bad = {k: v for k, v in (splits or {}).items() if v not in SPLITS}
     if bad:
-        raise ValueError(f"splits must map ECHO names to train/val/test, got {bad}")
+        raise OptionError("splits", f"splits must map ECHO names to train/val/test, got {bad}")
     sheet_path = root / SPREADSHEET
     full = FullGroundTruth(root)
     samples: list[Sample] = []

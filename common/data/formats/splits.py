@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from common.data.sample import SPLITS, Split
-from common.errors import DataError
+from common.errors import DataError, OptionError
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
@@ -36,11 +36,15 @@ def hash_split(case_id: str, fractions: tuple[float, float, float] = DEFAULT_FRA
 
 def check_fractions(fractions: Iterable[float]) -> tuple[float, float, float]:
     """Validate (train, val, test) fractions: three non-negative numbers summing to 1."""
-    values = tuple(float(f) for f in fractions)
+    try:
+        values = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        values = ()
     if len(values) != 3 or any(f < 0 for f in values) or abs(sum(values) - 1.0) > 1e-6:
-        raise ValueError(
-            f"split fractions must be three non-negative numbers (train, val, test) summing to 1, "
-            f"got {values}"
+        raise OptionError(
+            "split_fractions",
+            "split fractions must be three non-negative numbers (train, val, test) summing to "
+            f"1, got {fractions!r}",
         )
     return values  # type: ignore[return-value]
 
