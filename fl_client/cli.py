@@ -38,6 +38,7 @@ from common.files import write_secret
 from common.labels import format_labelled_set
 from common.names import site_name_arg
 from fl_client.site_config import SiteConfig, check_files, load_site_config, site_config_path
+from fl_client.supernode import POLL_ENV
 
 EXIT_CONFIG, EXIT_UNREGISTERED, EXIT_UNREACHABLE = 2, 3, 4
 NOT_REGISTERED_MARK = "[code: 2004]"  # activation refused: the key is not registered
@@ -104,7 +105,9 @@ def preflight(config: SiteConfig, source: Path, say) -> None:  # type: ignore[no
 
 def supernode_command(config: SiteConfig) -> list[str]:
     command = [
-        "flower-supernode",
+        sys.executable,
+        "-m",
+        "fl_client.supernode",  # Flower's flower-supernode, polling more often (see there)
         "--superlink",
         config.coordinator,
         "--root-certificates",
@@ -135,6 +138,7 @@ def supernode_env(config: SiteConfig) -> dict[str, str]:
             "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             "FLWR_HOME": str(config.flwr_home),
+            POLL_ENV: str(config.poll_interval_s),
         }
     )
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")

@@ -81,6 +81,9 @@ class SiteConfig(StrictModel):
     # how the site worker starts a task: "fork" (from its pre-imported process, ~0.3 s) or
     # "spawn" (a fresh interpreter, ~3-4 s: where fork is unsafe, e.g. not Linux)
     task_start: Literal["fork", "spawn"] = "fork"
+    # how long the idle SuperNode waits between asking the coordinator for a message (Flower's
+    # own is 3 s; see fl_client.supernode); each ask is one small signed HTTPS request
+    poll_interval_s: float = Field(default=0.5, gt=0, le=3, allow_inf_nan=False)
     # the preprocessing `--check` warms the cache with: the run config's default (image-size,
     # normalisation); set it to what the coordinator's runs use so the first round hits the cache
     preprocess: PreprocessConfig = Field(default_factory=lambda: Recipe().preprocess)

@@ -49,6 +49,7 @@ from fl_server.negotiation import (
     partial_structures,
     query_sites,
 )
+from fl_server.polling import prompt
 from fl_server.resume import find_resume_point, trim_log
 from fl_server.strategy import EchoRounds, MeanRule, make_strategy
 from fl_server.update_gate import UpdateGate
@@ -87,7 +88,7 @@ class FederatedRun:
 
     def __init__(self, settings: RunSettings, grid: Grid) -> None:
         self.settings = settings
-        self.grid = grid
+        self.grid = prompt(grid)  # replies noticed within 0.1 s, not Flower's 3 s naps
         self.out = settings.output_path
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = MetricsLog(self.out / "metrics.jsonl")

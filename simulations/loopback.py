@@ -62,7 +62,8 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 class Cluster:
     """``sites``: site name -> (synthetic data folder, format). Every site pins (trusts) the
-    echofl app as it is now, unless ``trusted`` gives a site's list of app bundle hashes."""
+    echofl app as it is now, unless ``trusted`` gives a site's list of app bundle hashes;
+    ``site_options`` are further site-config keys for every site (e.g. ``task_start``)."""
 
     def __init__(
         self,
@@ -70,6 +71,7 @@ class Cluster:
         sites: dict[str, tuple[str, str]],
         min_sites: int,
         trusted: dict[str, list[str]] | None = None,
+        site_options: dict[str, object] | None = None,
     ) -> None:
         self.base = base
         self.app_sha256 = app_digest(DEFAULT_APP_DIR)
@@ -114,6 +116,7 @@ class Cluster:
                     "log_file": str(base / f"{site}.log"),
                     "audit_log": str(self.audit_path(site)),
                     "trusted_apps": (trusted or {}).get(site, [self.app_sha256]),
+                    **(site_options or {}),
                 }
             )
             (self.sites_dir / f"{site}.toml").write_text(tomli_w.dumps(config))

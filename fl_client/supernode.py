@@ -1,0 +1,46 @@
+"""``python -m fl_client.supernode [flower-supernode arguments]``: Flower's SuperNode, asking the
+coordinator for messages more often while idle.
+
+Flower 1.42's SuperNode (``flwr.supernode.start_client_internal``) sleeps a fixed 3 s whenever it
+asked the SuperLink for a message and there was none, and 0.5 s between looks for a finished
+reply: a message sent to an idle site waits 0-3 s before the site even sees it (1.5 s on average,
+for every message of every round). There is no setting for it. This launcher replaces the
+``time`` that module sees with one whose ``sleep`` waits at most ``ECHOFL_POLL_S`` seconds
+(``fl-client`` sets it from the site config's ``poll_interval_s``, default 0.5), then runs
+Flower's own ``flower-supernode`` entry point unchanged: same arguments, same behaviour, same
+exit codes. Nothing else of Flower is touched. ``tests/deploy/test_supernode_launcher.py``
+checks that the 1.42 source still has the waits this shortens.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time as _time
+import types
+
+POLL_ENV = "ECHOFL_POLL_S"
+
+
+def prompt_time(poll_s: float) -> types.SimpleNamespace:
+    """The ``time`` module, with ``sleep`` capped at ``poll_s`` seconds."""
+
+    def sleep(seconds: float) -> None:
+        _time.sleep(min(seconds, poll_s))
+
+    names = {n: getattr(_time, n) for n in dir(_time) if not n.startswith("__")}
+    return types.SimpleNamespace(**{**names, "sleep": sleep})
+
+
+def main() -> None:
+    import flwr.supernode.start_client_internal as loop
+    from flwr.supernode.cli.flower_supernode import flower_supernode
+
+    poll_s = float(os.environ.get(POLL_ENV, "0.5"))
+    loop.time = prompt_time(poll_s)  # type: ignore[assignment]
+    sys.argv[0] = "flower-supernode"
+    flower_supernode()
+
+
+if __name__ == "__main__":
+    main()
