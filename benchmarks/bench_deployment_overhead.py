@@ -94,6 +94,7 @@ def deployed(work: Path, specs, args, mode: str) -> dict:  # type: ignore[no-unt
             if entry.get("event") == "task-executed" and entry.get("message_type") == "train":
                 for name, seconds in entry.get("phases", {}).items():
                     phases.setdefault(name, []).append(seconds)
+                phases.setdefault("queued (before the task)", []).append(entry["queued_s"])
     state, _ = load_checkpoint(base / "coordinator" / "runs" / "bench" / "checkpoints" / "final.pt")
     return {
         "round_seconds": round_s,
@@ -178,7 +179,9 @@ def main() -> None:
         f"({warm['per_message_s']:.2f} s)"
     )
     a, b = results["cold"]["final"], results["warm"]["final"]
-    diff = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k]))) for k in a)
+    diff = max(
+        float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in a
+    )
     print(f"final models of the two modes: largest difference {diff:.3g} (same seed)")
     path = record(
         "deployment_overhead",

@@ -135,6 +135,9 @@ def run_task(
             app_sha256=digest,
             message_type=message.metadata.message_type,
             message_id=message.metadata.message_id,
+            # from the coordinator creating the message to this task holding it: the SuperLink,
+            # the SuperNode's poll, the worker's poll, the fork, the pull
+            queued_s=round(time.time() - float(message.metadata.created_at), 3),
         )
         if digest not in trusted:
             details = refusal_reason(site, digest, app)

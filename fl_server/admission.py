@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from common.audit import AuditLog
 from fl_server.metrics_log import MetricsLog
 from fl_server.negotiation import (
     FederationError,
@@ -43,6 +44,7 @@ class SiteAdmission:
         say: Callable[[str], None] = lambda _: None,
         poll_seconds: float = 1.0,
         retry_seconds: float = 60.0,
+        audit: AuditLog | None = None,
     ) -> None:
         self.query = query
         self.registry = registry
@@ -50,6 +52,7 @@ class SiteAdmission:
         self.say = say
         self.poll_seconds = poll_seconds
         self.retry_seconds = retry_seconds
+        self.audit = audit  # the coordinator's audit trail: every admission and refusal
         self.failed: dict[int, float] = {}  # node -> when to ask again
         self.sites: dict[int, SiteInfo] = {}
         self.refused: set[int] = set()
@@ -62,6 +65,14 @@ class SiteAdmission:
     def refuse(self, info: SiteInfo, reason: str) -> None:
         self.refused.add(info.node_id)
         self.log.event("site-refused", node=info.node_id, site=info.name, reason=reason)
+        if self.audit is not None:
+            self.audit.record(
+                "site-refused",
+                run=self.log.path.parent.name,
+                node=info.node_id,
+                site=info.name,
+                reason=reason,
+            )
         self.say(f"refused node {info.node_id}: {reason}")
 
     def admit_new(self, grid: NodeSource) -> None:
@@ -90,6 +101,14 @@ class SiteAdmission:
                 refused.append((info, f"site {info.name!r} is already connected as another node"))
                 continue
             self.sites[info.node_id] = info
+            if self.audit is not None:
+                self.audit.record(
+                    "site-admitted",
+                    run=self.log.path.parent.name,
+                    node=info.node_id,
+                    site=info.name,
+                    labelled=sorted(x.name for x in info.labelled),
+                )
             if self.announce:
                 self.log.event(
                     "site-admitted",

@@ -454,13 +454,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         "output-dir": json.dumps(str(out)),
         "signing-key": json.dumps(str(home.pki.signing_key)),
         "site-registry": json.dumps(str(home.registry)),
+        "audit-log": json.dumps(str(home.audit.path)),
         "min-sites": str(args.min_sites or config.min_sites),
     }
     if args.rounds:
         values["num-server-rounds"] = str(args.rounds)
     overrides = parse_overrides(args.run_config)
     # fl-server run finds and verifies the final model through these: they are not options
-    fixed = sorted(set(overrides) & {"output-dir", "signing-key", "resume"})
+    fixed = sorted(set(overrides) & {"output-dir", "signing-key", "resume", "audit-log"})
     if fixed:
         raise ConfigError(
             "--run-config",

@@ -17,6 +17,7 @@ Everything goes to ``output-dir``: ``metrics.jsonl`` (every round x site x struc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from common.audit import AuditLog
 from common.errors import ConfigError
 from common.federation import protocol
 from common.federation.protocol import EvaluateInstruction, TrainInstruction
@@ -98,11 +100,13 @@ class FederatedRun:
         )
         self.best = {"score": -math.inf, "round": 0}
         self.round_started = time.perf_counter()
+        self.audit = AuditLog(Path(settings.audit_log)) if settings.audit_log else None
         self.admission = SiteAdmission(
             lambda g, nodes: query_sites(g, nodes, settings.round_timeout),
             registry=settings.site_registry,
             log=self.log,
             say=say,
+            audit=self.audit,
         )
 
     # -- steps --------------------------------------------------------------------------------
@@ -165,20 +169,31 @@ class FederatedRun:
         }
         return meta if validation is None else {**meta, "validation": validation}
 
+    def audit_checkpoint(self, path: Path, server_round: int) -> None:
+        if self.audit is not None:
+            self.audit.record(
+                "checkpoint-written",
+                run=self.out.name,
+                file=path.name,
+                round=server_round,
+                sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            )
+
     def checkpoint(self, server_round: int, arrays: ArrayRecord, validation: dict) -> None:
         """The explicit end of a round: its checkpoint, ``best.pt`` when the sites' mean
         validation Dice on their own labels improved, the ``round-done`` event."""
         s = self.settings
         meta = self.metadata(server_round, validation)
         state = arrays.to_torch_state_dict()
-        save_checkpoint(
-            self.checkpoints / f"round-{server_round:04d}.pt", state, meta, self.signing_key
-        )
+        written = self.checkpoints / f"round-{server_round:04d}.pt"
+        save_checkpoint(written, state, meta, self.signing_key)
+        self.audit_checkpoint(written, server_round)
         score = protocol.mean_dice(validation)
         if server_round > 0 and score > self.best["score"]:
             self.best.update(score=score, round=server_round)
             best = {**meta, "role": "best"}
             save_checkpoint(self.checkpoints / "best.pt", state, best, self.signing_key)
+            self.audit_checkpoint(self.checkpoints / "best.pt", server_round)
         if server_round > 0:
             seconds = time.perf_counter() - self.round_started
             trained = self.strategy.participants.get(server_round, [])
@@ -270,6 +285,7 @@ class FederatedRun:
             self.metadata(s.num_server_rounds, role="final"),
             self.signing_key,
         )
+        self.audit_checkpoint(self.checkpoints / "final.pt", s.num_server_rounds)
         test: dict = {}
         if s.federated_evaluation:
             nodes = self.admission.wait_for(self.grid, 1, s.sites_timeout)

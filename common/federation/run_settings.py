@@ -52,6 +52,7 @@ class RunOptions(StrictModel):
     verify_key: str = Field("", alias="verify-key")  # public key for initial-checkpoint
     initial_checkpoint: str = Field("", alias="initial-checkpoint")  # fine-tune from a model
     site_registry: str = Field("", alias="site-registry")  # coordinator: name -> node id
+    audit_log: str = Field("", alias="audit-log")  # coordinator: its append-only audit trail
     # the update gate (fl_server.validation): the coordinator's, not the training recipe's
     update_norm_factor: float = Field(4.0, ge=0, alias="update-norm-factor")  # 0: off
     update_min_change: float = Field(1e-3, ge=0, lt=1, alias="update-min-change")  # 0: off

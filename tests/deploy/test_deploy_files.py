@@ -211,6 +211,7 @@ def test_what_fl_server_run_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         "output-dir": str(coordinator.runs / "a"),
         "signing-key": str(coordinator.pki.signing_key),
         "site-registry": str(coordinator.registry),
+        "audit-log": str(coordinator.audit.path),
         "min-sites": 2,
         "num-server-rounds": 10,
     }
@@ -221,7 +222,7 @@ def test_what_fl_server_run_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     )
     assert [config[k] for k in ("num-server-rounds", "min-sites", "site-registry")] == [20, 1, ""]
     # ... except what fl-server run needs to find and verify the final model
-    for key in ('output-dir="/tmp/elsewhere"', 'signing-key=""', "resume=true"):
+    for key in ('output-dir="/tmp/elsewhere"', 'signing-key=""', "resume=true", 'audit-log=""'):
         code, config = launched(monkeypatch, home, "--name", "c", "--run-config", key)
         assert (code, config) == (2, {}), key
     # a name with outputs is refused; --resume continues it, and needs its metrics log
@@ -598,7 +599,7 @@ def test_systemd_units(name: str, command: list[str]) -> None:
         # which site-file paths it needs, all in its writable folders; the guide gives the same
         assert not [v for v in all_values(text, "Environment") if v.startswith("FLWR_HOME=")]
         needed = dict(re.findall(r'^#\s+(\w+) = "([^"]+)"$', text, flags=re.M))
-        assert set(needed) == {"cache_dir", "log_file", "flwr_home"}
+        assert set(needed) == {"cache_dir", "log_file", "flwr_home", "audit_log"}
         for key, value in needed.items():
             assert any(Path(value).is_relative_to(w) for w in writable), key
         systemd_block = hospital_toml_blocks()[1]

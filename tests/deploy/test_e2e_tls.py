@@ -319,6 +319,9 @@ def test_sites_unpack_the_app_in_their_own_flwr_home(deployment: dict) -> None:
 
 def test_the_audit_trail_records_who_did_what(deployment: dict) -> None:
     audit = read_audit(deployment["home"] / "audit.jsonl")
+    written = [e for e in audit if e["event"] == "checkpoint-written"]
+    admitted = [e for e in audit if e["event"] == "site-admitted"]
+    audit = [e for e in audit if e["event"] not in ("checkpoint-written", "site-admitted")]
     events = [(e["event"], e.get("site") or e.get("run")) for e in audit]
     assert events == [
         ("site-registered", "A"),
@@ -336,6 +339,21 @@ def test_the_audit_trail_records_who_did_what(deployment: dict) -> None:
     final = deployment["home"] / "runs" / "e2e" / "checkpoints" / "final.pt"
     finished = next(e for e in audit if e["event"] == "run-finished")
     assert finished["final_sha256"] == file_digest(final)
+    # the ServerApp adds each admission and every checkpoint it wrote, with its digest
+    assert sorted((e["run"], e["site"]) for e in admitted) == [
+        (run, site) for run in ("e2e", "liar") for site in ("A", "B", "D")
+    ]
+    e2e = [(e["file"], e["round"]) for e in written if e["run"] == "e2e"]
+    assert e2e[0] == ("round-0000.pt", 0) and e2e[-1] == ("final.pt", 2)
+    assert {f for f, _ in e2e} == {
+        "round-0000.pt",
+        "round-0001.pt",
+        "round-0002.pt",
+        "best.pt",
+        "final.pt",
+    }
+    last = {e["file"]: e["sha256"] for e in written if e["run"] == "e2e"}
+    assert last["final.pt"] == finished["final_sha256"]
 
 
 def test_an_app_no_site_pinned_executes_nowhere(deployment: dict) -> None:
