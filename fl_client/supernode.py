@@ -6,20 +6,24 @@ asked the SuperLink for a message and there was none, and 0.5 s between looks fo
 reply: a message sent to an idle site waits 0-3 s before the site even sees it (1.5 s on average,
 for every message of every round). There is no setting for it. This launcher replaces the
 ``time`` that module sees with one whose ``sleep`` waits at most ``ECHOFL_POLL_S`` seconds
-(``fl-client`` sets it from the site config's ``poll_interval_s``, default 0.5), then runs
-Flower's own ``flower-supernode`` entry point unchanged: same arguments, same behaviour, same
-exit codes. Nothing else of Flower is touched. ``tests/deploy/test_supernode_launcher.py``
-checks that the 1.42 source still has the waits this shortens.
+(``fl-client`` sets it from the site config's ``poll_interval_s``, default 0.5). Likewise, when
+the SuperNode sees a message before the coordinator has finished uploading its arrays, Flower
+retries the download after 1 s (doubling); here after 0.05 s (doubling up to 0.5 s). Then it
+runs Flower's own ``flower-supernode`` entry point unchanged: same arguments, same behaviour,
+same exit codes. Nothing else of Flower is touched. ``tests/deploy/test_supernode_launcher.py``
+checks that the 1.42 source still has what this shortens.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time as _time
 import types
 
 POLL_ENV = "ECHOFL_POLL_S"
+PULL_BACKOFF_S, PULL_BACKOFF_CAP_S = 0.05, 0.5  # Flower's defaults: 1 s and 10 s
 
 
 def prompt_time(poll_s: float) -> types.SimpleNamespace:
@@ -38,6 +42,9 @@ def main() -> None:
 
     poll_s = float(os.environ.get(POLL_ENV, "0.5"))
     loop.time = prompt_time(poll_s)  # type: ignore[assignment]
+    loop.pull_objects = functools.partial(  # type: ignore[assignment]
+        loop.pull_objects, initial_backoff=PULL_BACKOFF_S, backoff_cap=PULL_BACKOFF_CAP_S
+    )
     sys.argv[0] = "flower-supernode"
     flower_supernode()
 

@@ -6,8 +6,11 @@ simulation its own ``FLWR_HOME`` (connection file, SuperLink state and log) and 
 loopback ports (``FLWR_LOCAL_SUPERLINK_HTTP_API_PORT`` / ``FLWR_LOCAL_CONTROL_API_PORT``), turns
 telemetry, update checks and runtime dependency installation off, and stops the background
 SuperLink (with everything it started: ServerApp, simulation, Ray) when the run ends, so that
-nothing is left running. Scale-out beyond one node is Flower's: point the connection at a
-SuperLink whose simulation backend runs on a Ray cluster.
+nothing is left running. Scale-out beyond one node is Flower's and Ray's: with
+``Resources.ray_address`` (experiment config ``resources.ray_address``, or ``RAY_ADDRESS`` in the
+environment) Flower's Ray backend joins that existing cluster instead of starting Ray here
+(its ``ray.init()`` reads ``RAY_ADDRESS``), and the simulated sites' actors are placed on the
+cluster's nodes; nothing else changes.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Resources:
 
     cpus_per_site: float = 1.0
     gpus_per_site: float = 0.0
+    ray_address: str = ""  # an existing Ray cluster (head "host:port"); "" = Ray on this machine
 
 
 def toml_value(value: Any) -> str:
@@ -60,8 +64,10 @@ def stop_local_superlink(flwr_home: Path, grace: float = 5.0) -> int:
     return len(targets)
 
 
-def simulation_env(flwr_home: Path) -> dict[str, str]:
+def simulation_env(flwr_home: Path, ray_address: str = "") -> dict[str, str]:
     env = dict(os.environ)
+    if ray_address:
+        env["RAY_ADDRESS"] = ray_address
     env.update(
         {
             "FLWR_HOME": str(flwr_home),
@@ -101,7 +107,7 @@ class SimulationEngine:
         self.flwr_home = flwr_home.resolve()
         self.resources = resources or Resources()
         write_connection(self.flwr_home)
-        self.env = simulation_env(self.flwr_home)
+        self.env = simulation_env(self.flwr_home, self.resources.ray_address)
         self._lock = threading.Lock()
         self._started = False
 

@@ -123,6 +123,11 @@ class ResourcesConfig(StrictModel):
     threads: int = Field(default=0, ge=0)  # torch threads per process; 0 = cores / parallel
     parallel_runs: int = Field(default=0, ge=0)  # federated runs at once; 0 = one per core
     device: str = "auto"
+    # an existing Ray cluster for the simulated sites ("host:port" of its head, as `ray start
+    # --head` prints); empty: Flower starts Ray on this machine. RAY_ADDRESS works too.
+    ray_address: str = Field(
+        default="", pattern=r"^$|^(auto|[A-Za-z0-9_.\[\]:-]+:\d{1,5}|ray://\S+)$"
+    )
 
 
 class QuickOverrides(StrictModel):

@@ -206,5 +206,7 @@ def engine_for(config: ExperimentConfig) -> SimulationEngine:
     r = config.resources
     return SimulationEngine(
         config.run_dir / ".flwr",
-        Resources(cpus_per_site=r.cpus_per_site, gpus_per_site=r.gpus_per_site),
+        Resources(
+            cpus_per_site=r.cpus_per_site, gpus_per_site=r.gpus_per_site, ray_address=r.ray_address
+        ),
     )

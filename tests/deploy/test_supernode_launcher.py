@@ -19,6 +19,11 @@ def test_flowers_supernode_loop_still_naps_through_the_module_level_time() -> No
     assert "time.sleep(3)" in source  # the idle wait between asks for a message
     assert "time.sleep(0.5)" in source  # the wait for a finished reply
     assert loop.time is time  # looked up at call time: replacing it reaches those calls
+    # the download of a message's arrays goes through the module-level name, with the backoff
+    # as keyword arguments that have defaults
+    assert "obj_contents = pull_objects(" in source
+    params = inspect.signature(loop.pull_objects).parameters
+    assert params["initial_backoff"].default == 1 and params["backoff_cap"].default == 10
 
 
 def test_sleep_is_capped_and_the_rest_is_time() -> None:
