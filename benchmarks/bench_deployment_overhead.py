@@ -95,11 +95,15 @@ def deployed(work: Path, specs, args, mode: str) -> dict:  # type: ignore[no-unt
                 for name, seconds in entry.get("phases", {}).items():
                     phases.setdefault(name, []).append(seconds)
                 phases.setdefault("queued (before the task)", []).append(entry["queued_s"])
+    steps = ("configure-s", "train-exchange-s", "aggregate-s", "checkpoint-s")
+    done = [r for r in rows if r.get("event") == "round-done"]
+    coordinator = {k: statistics.mean(r[k] for r in done) for k in steps}
     state, _ = load_checkpoint(base / "coordinator" / "runs" / "bench" / "checkpoints" / "final.pt")
     return {
         "round_seconds": round_s,
         "slowest_site_training_seconds": compute,
         "task_phase_seconds": {k: statistics.mean(v) for k, v in phases.items()},
+        "coordinator_step_seconds": coordinator,
         "command_seconds": command_s,
         "final": {k: v.numpy() for k, v in state.items()},
     }
@@ -166,6 +170,8 @@ def main() -> None:
         )
         steps = ", ".join(f"{k} {v:.3f} s" for k, v in r["task_phase_seconds"].items())
         print(f"    a training task's steps (site audit logs): {steps}")
+        coord = ", ".join(f"{k[:-2]} {v:.3f} s" for k, v in r["coordinator_step_seconds"].items())
+        print(f"    the coordinator's steps per round (round-done): {coord}")
     cold, warm = summary["cold"], summary["warm"]
     print(
         f"warm / cold round time = {warm['round_s'] / cold['round_s']:.2f}; fixed cost per "
@@ -179,9 +185,7 @@ def main() -> None:
         f"({warm['per_message_s']:.2f} s)"
     )
     a, b = results["cold"]["final"], results["warm"]["final"]
-    diff = max(
-        float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in a
-    )
+    diff = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in a)
     print(f"final models of the two modes: largest difference {diff:.3g} (same seed)")
     path = record(
         "deployment_overhead",

@@ -85,6 +85,23 @@ def main(grid: Grid, context: Context) -> None:
         raise
 
 
+class Stopwatch:
+    """Seconds per step of a round (the ``round-done`` event's ``<step>-s`` fields)."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.steps: dict[str, float] = {}
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.steps[f"{step}-s"] = round(now - self.last, 4)
+        self.last = now
+
+    def laps(self, last_step: str) -> dict[str, float]:
+        self.lap(last_step)
+        return dict(self.steps)
+
+
 class FederatedRun:
     """One federated training run on the coordinator (see the module docstring)."""
 
@@ -179,7 +196,13 @@ class FederatedRun:
                 sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
             )
 
-    def checkpoint(self, server_round: int, arrays: ArrayRecord, validation: dict) -> None:
+    def checkpoint(
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        validation: dict,
+        clock: Stopwatch | None = None,
+    ) -> None:
         """The explicit end of a round: its checkpoint, ``best.pt`` when the sites' mean
         validation Dice on their own labels improved, the ``round-done`` event."""
         s = self.settings
@@ -208,6 +231,8 @@ class FederatedRun:
                 sites=trained,
                 score=None if math.isnan(score) else score,
                 rss_mb=resident_mb(),
+                # where the round's time went, on the coordinator
+                **({} if clock is None else clock.laps("checkpoint")),
             )
         self.round_started = time.perf_counter()
 
@@ -216,19 +241,24 @@ class FederatedRun:
     ) -> ArrayRecord:
         """Train on the admitted sites, aggregate, validate, checkpoint."""
         s, strategy = self.settings, self.strategy
+        clock = Stopwatch()
         messages = strategy.configure_train(
             server_round, arrays, ConfigRecord(instruction.to_config()), self.grid
         )
+        clock.lap("configure")
         replies = self.grid.send_and_receive(messages, timeout=s.round_timeout)
+        clock.lap("train-exchange")
         aggregated, _ = strategy.aggregate_train(server_round, replies)
         arrays = aggregated if aggregated is not None else arrays
+        clock.lap("aggregate")
         validation: dict = {}
         if s.federated_evaluation and s.fraction_evaluate > 0:
             config = ConfigRecord(EvaluateInstruction("val", server_round).to_config())
             messages = strategy.configure_evaluate(server_round, arrays, config, self.grid)
             replies = self.grid.send_and_receive(messages, timeout=s.round_timeout)
             validation = dict(strategy.aggregate_evaluate(server_round, replies) or {})
-        self.checkpoint(server_round, arrays, validation)
+            clock.lap("evaluate")
+        self.checkpoint(server_round, arrays, validation, clock)
         return arrays
 
     def run(self) -> None:
