@@ -11,3 +11,11 @@ for bench in training_throughput data_loading synthetic communication simulation
     python "benchmarks/bench_${bench}.py" 2>&1 | grep -v -E "Warning|warnings.warn" \
         | tee "benchmarks/results/bench_${bench}.txt"
 done
+# GPU readiness (AMP, sites sharing one GPU): only where a GPU is present
+if python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+    echo "== bench_gpu ($(date -u +%H:%M:%S))"
+    python benchmarks/bench_gpu.py 2>&1 | grep -v -E "Warning|warnings.warn" \
+        | tee benchmarks/results/bench_gpu.txt
+else
+    echo "== bench_gpu: no GPU on this machine, not measured"
+fi

@@ -7,10 +7,16 @@ message type per round). :class:`PromptGrid` is the same exchange through the Gr
 ``push_messages`` / ``pull_messages``, asking every ``interval`` seconds (default 0.1 s; one
 small request to the SuperLink on loopback each time). Everything else is the wrapped grid's.
 Simulation grids are used unchanged (they answer in memory).
+
+A reply can be listed before the site has finished uploading its arrays; Flower's grid then
+retries the download after 1 s (doubling). :func:`prompt` makes that retry start at 0.05 s
+(doubling up to 0.5 s) by giving the grid's module a ``pull_objects`` with those defaults (the
+same function; flwr 1.42, checked by ``tests/fl/test_polling.py``).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
 
@@ -18,6 +24,7 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 POLL_S = 0.1
+PULL_BACKOFF_S, PULL_BACKOFF_CAP_S = 0.05, 0.5  # Flower's: 1 s and 10 s
 
 
 class PromptGrid(Grid):
@@ -67,6 +74,12 @@ class PromptGrid(Grid):
 
 def prompt(grid: Grid) -> Grid:
     """The deployment grid wrapped (see the module docstring); other grids as they are."""
-    from flwr.superlink.grid.http_grid import HttpGrid
+    from flwr.superlink.grid import http_grid
 
-    return PromptGrid(grid) if isinstance(grid, HttpGrid) else grid
+    if not isinstance(grid, http_grid.HttpGrid):
+        return grid
+    if not isinstance(http_grid.pull_objects, functools.partial):
+        http_grid.pull_objects = functools.partial(  # type: ignore[assignment]
+            http_grid.pull_objects, initial_backoff=PULL_BACKOFF_S, backoff_cap=PULL_BACKOFF_CAP_S
+        )
+    return PromptGrid(grid)
