@@ -39,6 +39,9 @@ class Resources:
     cpus_per_site: float = 1.0
     gpus_per_site: float = 0.0
     ray_address: str = ""  # an existing Ray cluster (head "host:port"); "" = Ray on this machine
+    # without ray_address: start one local Ray head for all runs of this engine (a study), so
+    # that each run joins it instead of starting and stopping Ray itself
+    keep_ray: bool = False
 
 
 def toml_value(value: Any) -> str:
@@ -99,15 +102,67 @@ class SimulationOutcome:
     output: list[str]
 
 
+class LocalRay:
+    """A Ray head on this machine for the engine's lifetime (``Resources.keep_ray``): ``ray
+    start --head --block`` in its own session, loopback only, unique ports and its own temp
+    folder; stopped with everything it started."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import tempfile
+
+        self.temp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: socket paths
+        self.address = f"127.0.0.1:{free_port()}"
+        command = [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            self.address.rsplit(":", 1)[1],
+            "--num-cpus",
+            str(os.cpu_count() or 1),
+            "--include-dashboard",
+            "false",
+            "--dashboard-port",
+            str(free_port()),
+            "--ray-client-server-port",
+            str(free_port()),
+            "--temp-dir",
+            str(self.temp),
+            "--disable-usage-stats",
+        ]
+        self.proc = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 120
+        while not list(self.temp.glob("session_*/sockets/raylet*")):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"could not start a local Ray head ({shlex.join(command)})")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        targets = family([self.proc.pid, *processes_mentioning(str(self.temp))])
+        kill_all(targets - {os.getpid(), os.getppid()}, 10.0)
+
+
 class SimulationEngine:
     """A project-owned ``FLWR_HOME`` with its managed local SuperLink (started by the first
-    run, reused by later ones, stopped by :meth:`close` or on leaving a ``with`` block)."""
+    run, reused by later ones, stopped by :meth:`close` or on leaving a ``with`` block); with
+    ``keep_ray``, also one Ray head that every run joins."""
 
     def __init__(self, flwr_home: Path, resources: Resources | None = None) -> None:
         self.flwr_home = flwr_home.resolve()
         self.resources = resources or Resources()
         write_connection(self.flwr_home)
         self.env = simulation_env(self.flwr_home, self.resources.ray_address)
+        self.ray: LocalRay | None = None
         self._lock = threading.Lock()
         self._started = False
 
@@ -117,6 +172,9 @@ class SimulationEngine:
         with self._lock:
             if self._started:
                 return
+            if self.resources.keep_ray and not self.resources.ray_address:
+                self.ray = LocalRay(self.env)
+                self.env["RAY_ADDRESS"] = self.ray.address  # before the SuperLink starts
             proc = subprocess.run(
                 ["flwr", "ls", CONNECTION],
                 env=self.env,
@@ -139,6 +197,9 @@ class SimulationEngine:
 
     def close(self) -> None:
         stop_local_superlink(self.flwr_home)
+        if self.ray is not None:
+            self.ray.stop()
+            self.ray = None
 
     def run(
         self,

@@ -125,6 +125,9 @@ class ResourcesConfig(StrictModel):
     device: str = "auto"
     # an existing Ray cluster for the simulated sites ("host:port" of its head, as `ray start
     # --head` prints); empty: Flower starts Ray on this machine. RAY_ADDRESS works too.
+    # no ray_address: one local Ray head for the whole study, joined by every run (instead of a
+    # Ray started and stopped inside each run); runs in parallel then share its CPUs
+    keep_ray: bool = False
     ray_address: str = Field(
         default="", pattern=r"^$|^(auto|[A-Za-z0-9_.\[\]:-]+:\d{1,5}|ray://\S+)$"
     )

@@ -207,6 +207,9 @@ def engine_for(config: ExperimentConfig) -> SimulationEngine:
     return SimulationEngine(
         config.run_dir / ".flwr",
         Resources(
-            cpus_per_site=r.cpus_per_site, gpus_per_site=r.gpus_per_site, ray_address=r.ray_address
+            cpus_per_site=r.cpus_per_site,
+            gpus_per_site=r.gpus_per_site,
+            ray_address=r.ray_address,
+            keep_ray=r.keep_ray,
         ),
     )

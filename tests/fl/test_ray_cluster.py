@@ -131,3 +131,59 @@ def test_the_sites_ran_on_the_clusters_nodes(on_cluster: dict) -> None:
 
 def test_nothing_of_the_cluster_is_left_running(on_cluster: dict) -> None:
     assert on_cluster["leftovers"] == {}
+
+
+@pytest.fixture(scope="module")
+def kept_ray(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``Resources(keep_ray=True)``: the engine starts one Ray head that every run joins."""
+    base = tmp_path_factory.mktemp("keptray")
+    sites = three_site_federation(base, seed=12)
+    watch = ProcessWatch(str(base)).__enter__()
+    out: dict = {}
+    try:
+        actors = ActorWatch()
+        actors.thread.start()
+        with SimulationEngine(base / "flwr", Resources(keep_ray=True)) as engine:
+            engine.start()
+            assert engine.ray is not None
+            temp = engine.ray.temp
+            watch.markers.append(str(temp))
+            out["head_raylets"] = raylets(temp)
+            out["outcomes"] = [
+                engine.run(
+                    APP_DIR,
+                    {
+                        "num-server-rounds": 1,
+                        "image-size": 32,
+                        "batch-size": 8,
+                        "min-sites": 3,
+                        "client-threads": 1,
+                        "model-channels": "4,8,16",
+                        "federated-evaluation": False,
+                        "output-dir": str(base / f"out-{i}"),
+                        "cache-dir": str(base / "cache"),
+                        "sim-sites": str(sites),
+                    },
+                    3,
+                    timeout=900,
+                )
+                for i in range(2)
+            ]
+            out["head_raylets_after"] = raylets(temp)
+        actors.stop.set()
+        actors.thread.join()
+        out["actors"] = actors.seen
+        out["temp_left"] = processes_mentioning(str(temp))
+    finally:
+        watch.__exit__()
+        out["leftovers"] = watch.leftovers()
+    return out
+
+
+def test_two_runs_join_the_ray_head_the_engine_keeps(kept_ray: dict) -> None:
+    for outcome in kept_ray["outcomes"]:
+        assert outcome.returncode == 0, "\n".join(outcome.output[-40:])
+    head = kept_ray["head_raylets"]
+    assert len(head) == 1 and kept_ray["head_raylets_after"] == head  # the same head throughout
+    assert kept_ray["actors"] and set(kept_ray["actors"].values()) == head
+    assert kept_ray["temp_left"] == [] and kept_ray["leftovers"] == {}  # close() stops it all
