@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common_setup import federation, load, plain_fedavg, record
+from common_setup import federation, load, plain_fedavg, record, slowest_training
 
 from common.security.checkpoint import load_checkpoint
 from simulations.loopback import Cluster, done_rounds
@@ -76,17 +76,7 @@ def deployed(work: Path, specs, args, mode: str) -> dict:  # type: ignore[no-unt
         raise SystemExit(run.stdout[-3000:] + run.stderr[-2000:])
     rounds = done_rounds(rows)
     round_s = [r["seconds"] for r in rows if r.get("event") == "round-done"]
-    compute = [
-        max(
-            x["train-seconds"]
-            for x in rows
-            if x.get("phase") == "train"
-            and x.get("round") == r
-            and x.get("site") != "*"
-            and "event" not in x
-        )
-        for r in rounds
-    ]
+    compute = slowest_training(rows, rounds)
     phases: dict[str, list[float]] = {}
     for site in formats:
         for line in cluster.audit_path(site).read_text().splitlines():

@@ -23,6 +23,7 @@ import statistics
 import time
 
 import torch
+from common_setup import disc_tensors as tensors
 from common_setup import record
 
 from common.labels import Structure
@@ -31,21 +32,6 @@ from common.training.label_dropout import LabelDropout
 from common.training.loop import SegmentationTensors, train_one_epoch
 from common.training.losses import SegmentationLoss
 from common.training.model import build_unet
-
-
-def tensors(n: int, size: int, seed: int = 0) -> SegmentationTensors:
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(n, 1, size, size, generator=gen)
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    masks = torch.zeros(n, size, size, dtype=torch.uint8)
-    for i in range(n):
-        cy, cx = torch.randint(size // 4, 3 * size // 4, (2,), generator=gen)
-        d = ((yy - cy) ** 2 + (xx - cx) ** 2).float().sqrt()
-        masks[i][d < size / 5] = 1
-        masks[i][(d >= size / 5) & (d < size / 4)] = 2
-        masks[i][(yy > cy + size / 4) & (d < size / 2.5)] = 3
-    labelled = torch.ones(n, 4, dtype=torch.bool)
-    return SegmentationTensors(images, masks, labelled)
 
 
 def epoch_seconds(data: SegmentationTensors, device: torch.device, amp: bool, model, optimiser,

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import psutil
-from common_setup import record
+from common_setup import record, slowest_training
 
 from common.processes import family
 from simulations.loopback import Cluster, done_rounds
@@ -86,15 +86,7 @@ def federation(n: int, args: argparse.Namespace) -> dict:
     rounds = done_rounds(rows)
     assert all(len(sites) == n for sites in rounds.values()), rounds
     round_s = [r["seconds"] for r in rows if r.get("event") == "round-done"]
-    slowest = [
-        max(
-            x["train-seconds"]
-            for x in rows
-            if x.get("phase") == "train" and x.get("round") == r and x.get("site") != "*"
-            and "event" not in x
-        )
-        for r in rounds
-    ]  # fmt: skip
+    slowest = slowest_training(rows, rounds)
     sites_mb = [memory.peak[s] for s in names]
     return {
         "round_s": statistics.mean(round_s),

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common_setup import record
+from common_setup import disc_tensors, record
 
 from common.labels import Structure
 from common.training.augment import Augmentation
@@ -29,21 +29,6 @@ from common.training.losses import SegmentationLoss
 from common.training.model import build_unet
 
 GOAL = 0.97
-
-
-def data(n: int, size: int) -> SegmentationTensors:
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randn(n, 1, size, size, generator=gen)
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    masks = torch.zeros(n, size, size, dtype=torch.uint8)
-    for i in range(n):  # discs, so the loss is not trivial
-        cy, cx = torch.randint(size // 4, 3 * size // 4, (2,), generator=gen)
-        d = ((yy - cy) ** 2 + (xx - cx) ** 2).float().sqrt()
-        masks[i][d < size / 5] = 1
-        masks[i][(d >= size / 5) & (d < size / 4)] = 2
-        masks[i][(yy > cy + size / 4) & (d < size / 2.5)] = 3
-    labelled = torch.ones(n, 4, dtype=torch.bool)
-    return SegmentationTensors(images, masks, labelled)
 
 
 def plain_epoch(
@@ -97,7 +82,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    tensors = data(args.images, args.size)
+    tensors = disc_tensors(args.images, args.size)
 
     def fresh() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         torch.manual_seed(0)

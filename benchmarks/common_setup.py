@@ -78,6 +78,41 @@ def load(specs: list[SiteSpec], size: int, cache_dir: Path) -> dict[str, SiteDat
     return {s.name: load_site_cached(s, pre, cache_dir) for s in specs}
 
 
+def disc_tensors(n: int, size: int, seed: int = 0):  # type: ignore[no-untyped-def]
+    """``n`` random images with disc-shaped LV / ring MYO / LA masks (so the loss is not
+    trivial), every structure labelled: in-memory data for the training benchmarks."""
+    from common.training.loop import SegmentationTensors
+
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 1, size, size, generator=gen)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    masks = torch.zeros(n, size, size, dtype=torch.uint8)
+    for i in range(n):
+        cy, cx = torch.randint(size // 4, 3 * size // 4, (2,), generator=gen)
+        d = ((yy - cy) ** 2 + (xx - cx) ** 2).float().sqrt()
+        masks[i][d < size / 5] = 1
+        masks[i][(d >= size / 5) & (d < size / 4)] = 2
+        masks[i][(yy > cy + size / 4) & (d < size / 2.5)] = 3
+    labelled = torch.ones(n, 4, dtype=torch.bool)
+    return SegmentationTensors(images, masks, labelled)
+
+
+def slowest_training(rows: list[dict[str, Any]], rounds: Any) -> list[float]:
+    """Per round of a deployed or simulated run's metrics log: the slowest site's own
+    ``train-seconds`` (the site rows, not the aggregate ``*`` or events)."""
+    return [
+        max(
+            x["train-seconds"]
+            for x in rows
+            if x.get("phase") == "train"
+            and x.get("round") == r
+            and x.get("site") != "*"
+            and "event" not in x
+        )
+        for r in rounds
+    ]
+
+
 def record(name: str, payload: dict[str, Any]) -> Path:
     """Write the benchmark's latest result (with the machine and the time)."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -62,17 +62,15 @@ class SiteAdmission:
         site = self.sites.get(node_id)
         return site.name if site is not None else f"node-{node_id}"
 
+    def _audit(self, event: str, info: SiteInfo, **fields: object) -> None:
+        if self.audit is not None:
+            run = self.log.path.parent.name
+            self.audit.record(event, run=run, node=info.node_id, site=info.name, **fields)
+
     def refuse(self, info: SiteInfo, reason: str) -> None:
         self.refused.add(info.node_id)
         self.log.event("site-refused", node=info.node_id, site=info.name, reason=reason)
-        if self.audit is not None:
-            self.audit.record(
-                "site-refused",
-                run=self.log.path.parent.name,
-                node=info.node_id,
-                site=info.name,
-                reason=reason,
-            )
+        self._audit("site-refused", info, reason=reason)
         self.say(f"refused node {info.node_id}: {reason}")
 
     def admit_new(self, grid: NodeSource) -> None:
@@ -101,14 +99,7 @@ class SiteAdmission:
                 refused.append((info, f"site {info.name!r} is already connected as another node"))
                 continue
             self.sites[info.node_id] = info
-            if self.audit is not None:
-                self.audit.record(
-                    "site-admitted",
-                    run=self.log.path.parent.name,
-                    node=info.node_id,
-                    site=info.name,
-                    labelled=sorted(x.name for x in info.labelled),
-                )
+            self._audit("site-admitted", info, labelled=sorted(x.name for x in info.labelled))
             if self.announce:
                 self.log.event(
                     "site-admitted",
