@@ -64,7 +64,9 @@ def deployed(work: Path, specs, args, mode: str) -> dict:  # type: ignore[no-unt
             args.rounds,
             f"image-size={args.size} local-epochs={args.local_epochs} lr=0.002 "
             f"label-dropout-p=0.5 client-threads={args.client_threads} "
-            "federated-evaluation=false",
+            "federated-evaluation=false "
+            # plain FedAvg, as the plain loop does (the recipe's default is FedAvgM)
+            'strategy="fedavg" step-normalised=false server-momentum=0',
         )
         started = time.perf_counter()
         run = subprocess.run(command, capture_output=True, text=True, check=False)

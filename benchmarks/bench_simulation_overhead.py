@@ -63,6 +63,10 @@ def main() -> None:
         "client-threads": 1,
         "seed": 0,
         "federated-evaluation": False,
+        # plain FedAvg, as the plain loop does (the recipe's default is FedAvgM)
+        "strategy": "fedavg",
+        "step-normalised": False,
+        "server-momentum": 0.0,
         "output-dir": str(work / "out"),
         "cache-dir": str(work / "cache"),
         "sim-sites": str(work / "sites.json"),
