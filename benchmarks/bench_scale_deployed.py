@@ -5,9 +5,10 @@ authentication), N = 2 and 10 side by side in one run: memory per site and round
     python benchmarks/bench_scale_deployed.py [--sites 2,10] [--rounds 3] [--cases 6] [--size 64]
 
 Every site holds the same small synthetic CAMUS-like set (``--cases`` patients), so the round's
-compute grows with N. Memory: the peak resident memory (RSS, sampled every 0.5 s) of everything a
-site runs (fl-client, its SuperNode, the site worker and its task processes), per site; and the
-coordinator's (SuperLink, SuperExec and ServerApp processes, nginx). Time: the mean round wall
+compute grows with N. Memory: the peak of the summed resident memory (RSS, sampled every 0.5 s)
+of everything a site runs (fl-client, its SuperNode, the site worker and its task processes),
+per site: an upper bound, since a forked task's pages shared with the worker count in both; and
+the coordinator's (SuperLink, SuperExec and ServerApp processes, nginx). Time: the mean round wall
 time, the slowest site's own training, and their difference per site.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -81,6 +83,7 @@ def federation(n: int, args: argparse.Namespace) -> dict:
         rows = cluster.rows("scale")
     finally:
         cluster.close()
+        shutil.rmtree(base, ignore_errors=True)
     if run.returncode != 0:
         raise SystemExit(run.stdout[-3000:] + run.stderr[-2000:])
     rounds = done_rounds(rows)
