@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from common_setup import REPO, federation, record
+from common_setup import REPO, federation, pss_mb, record
 
 from common.processes import family, processes_mentioning
 from fl_server.metrics_log import read_metrics_log
@@ -28,16 +28,6 @@ from simulations.engine import SimulationEngine
 
 GOAL_GB = 8.0
 VENDORS = "ABCDE"
-
-
-def pss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 class Sampler(threading.Thread):

@@ -5,11 +5,11 @@ authentication), N = 2 and 10 side by side in one run: memory per site and round
     python benchmarks/bench_scale_deployed.py [--sites 2,10] [--rounds 3] [--cases 6] [--size 64]
 
 Every site holds the same small synthetic CAMUS-like set (``--cases`` patients), so the round's
-compute grows with N. Memory: the peak of the summed resident memory (RSS, sampled every 0.5 s)
-of everything a site runs (fl-client, its SuperNode, the site worker and its task processes),
-per site: an upper bound, since a forked task's pages shared with the worker count in both; and
-the coordinator's (SuperLink, SuperExec and ServerApp processes, nginx). Time: the mean round wall
-time, the slowest site's own training, and their difference per site.
+compute grows with N. Memory: the peak of the summed proportional set size (PSS, sampled every
+0.5 s; pages shared between processes, e.g. a forked task's with its worker, count once) of
+everything a site runs (fl-client, its SuperNode, the site worker and its task processes), per
+site; and the coordinator's (SuperLink, SuperExec and ServerApp processes, nginx). Time: the
+mean round wall time, the slowest site's own training, and the round time per site.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-from common_setup import record, slowest_training
+from common_setup import pss_mb, record, slowest_training
 
 from common.processes import family
 from simulations.loopback import Cluster, done_rounds
@@ -43,12 +42,7 @@ class MemoryWatch:
     def watch(self) -> None:
         while not self.stop.wait(0.5):
             for name, leaders in self.groups.items():
-                total = 0.0
-                for pid in family(leaders):
-                    try:
-                        total += psutil.Process(pid).memory_info().rss / 2**20
-                    except psutil.Error:
-                        continue
+                total = sum(pss_mb(pid) for pid in family(leaders))
                 self.peak[name] = max(self.peak[name], total)
 
 

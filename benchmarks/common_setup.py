@@ -113,6 +113,18 @@ def slowest_training(rows: list[dict[str, Any]], rounds: Any) -> list[float]:
     ]
 
 
+def pss_mb(pid: int) -> float:
+    """A process's proportional set size in MB (shared pages divided among their sharers):
+    summed over processes, shared libraries and copy-on-write pages count once."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def record(name: str, payload: dict[str, Any]) -> Path:
     """Write the benchmark's latest result (with the machine and the time)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
