@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Every benchmark, one after the other on an otherwise idle machine; each prints its ratios and
 # writes benchmarks/results/<name>.json, and its output is kept in benchmarks/results/<name>.txt.
-#   bash benchmarks/run_all.sh            (about 40 minutes on 2 CPU cores)
+#   bash benchmarks/run_all.sh            (about 55 minutes on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p benchmarks/results
 for bench in training_throughput data_loading synthetic communication simulation_overhead \
-             deployment_overhead scale; do
+             deployment_overhead scale scale_deployed; do
     echo "== bench_${bench} ($(date -u +%H:%M:%S))"
     python "benchmarks/bench_${bench}.py" 2>&1 | grep -v -E "Warning|warnings.warn" \
         | tee "benchmarks/results/bench_${bench}.txt"
