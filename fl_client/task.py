@@ -33,6 +33,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from common.audit import AuditLog
+from common.timing import Stopwatch
 
 # exit codes of a task process (the worker audits anything else as abnormal)
 COMPLETED, REFUSED, FAILED, STOPPED = 0, 10, 11, 12
@@ -112,17 +113,12 @@ def run_task(
     message = context = reply = None
     status, details, code = SubStatus.FAILED, "task failed before its input was read", FAILED
     facts: dict[str, object] = {"site": site}
-    phases: dict[str, float] = {}  # seconds per step, audited (where a task's time goes)
-
-    def lap(name: str, since: list[float] = [started]) -> None:  # noqa: B006 - a running clock
-        now = time.perf_counter()
-        phases[name] = round(now - since[0], 4)
-        since[0] = now
-
+    clock = Stopwatch()  # seconds per step, audited (where a task's time goes)
+    loaded_from = ""
     try:
         heartbeat.start()
         message, context, run, fab = pull_task_input(client)
-        lap("input")
+        clock.lap("input")
         digest = hashlib.sha256(fab.content).hexdigest()  # of the bytes, not the declared hash
         app = f"{run.fab_id} {run.fab_version}".strip() or "(unnamed)"
         facts.update(
@@ -143,14 +139,15 @@ def run_task(
             code = REFUSED
             return code
         install_from_fab(fab.content, skip_prompt=True)
-        lap("unpack")
+        clock.lap("unpack")
         app_dir = get_project_dir(run.fab_id, run.fab_version, digest)
         forget_modules(app_modules(app_dir))
         load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
         client_app = load(run.fab_id, run.fab_version, digest)
-        lap("load")
+        loaded_from = _clientapp_file(app_dir)
+        clock.lap("load")
         reply = client_app(message=message, context=context)
-        lap("app")
+        clock.lap("app")
         status, details, code = SubStatus.COMPLETED, "", COMPLETED
         return code
     except TaskStopped as exc:
@@ -176,7 +173,7 @@ def run_task(
             if reply is not None and context is not None:
                 push_message(client, reply, context)
             push_task_output(client=client, context=context, sub_status=status, details=details)
-            lap("reply")
+            clock.lap("reply")
         except Exception as exc:
             print(f"[fl-client {site}] could not report the task: {exc}", file=sys.stderr)
         if code != REFUSED:
@@ -186,8 +183,8 @@ def run_task(
                 outcome=outcome,
                 details=details,
                 seconds=round(time.perf_counter() - started, 3),
-                phases=phases,
-                app_module=_clientapp_file(),
+                phases=clock.steps,
+                app_module=loaded_from,
                 **facts,
             )
         if heartbeat.is_running:
@@ -243,9 +240,13 @@ def pull_task_input(client):  # type: ignore[no-untyped-def]
     return message, context, run, fab
 
 
-def _clientapp_file() -> str:
-    """Where the ClientApp's module was loaded from (the bundle's folder, when all is well)."""
-    module = sys.modules.get("fl_client.client_app")
+def _clientapp_file(app_dir: Path) -> str:
+    """Where the bundle's ClientApp module (its pyproject's ``clientapp`` reference) was loaded
+    from: a file in the bundle's folder, when all is well."""
+    from flwr.common.config import get_project_config
+
+    ref = get_project_config(app_dir)["tool"]["flwr"]["app"]["components"]["clientapp"]
+    module = sys.modules.get(ref.partition(":")[0])
     return str(getattr(module, "__file__", "") or "")
 
 

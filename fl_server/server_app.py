@@ -39,6 +39,7 @@ from common.labels import format_labelled_set
 from common.recipe import SERVER_OPTIMISERS, recipe_to_flat
 from common.security.checkpoint import load_checkpoint, save_checkpoint
 from common.security.pki import load_signing_key, load_verify_key
+from common.timing import Stopwatch
 from common.training.class_slices import class_owners
 from common.training.model import build_unet, required_divisor
 from common.training.scoring import format_table
@@ -83,23 +84,6 @@ def main(grid: Grid, context: Context) -> None:
         )
         MetricsLog(settings.output_path / "metrics.jsonl").event("stopped", reason=str(exc))
         raise
-
-
-class Stopwatch:
-    """Seconds per step of a round (the ``round-done`` event's ``<step>-s`` fields)."""
-
-    def __init__(self) -> None:
-        self.last = time.perf_counter()
-        self.steps: dict[str, float] = {}
-
-    def lap(self, step: str) -> None:
-        now = time.perf_counter()
-        self.steps[f"{step}-s"] = round(now - self.last, 4)
-        self.last = now
-
-    def laps(self, last_step: str) -> dict[str, float]:
-        self.lap(last_step)
-        return dict(self.steps)
 
 
 class FederatedRun:
@@ -241,7 +225,7 @@ class FederatedRun:
     ) -> ArrayRecord:
         """Train on the admitted sites, aggregate, validate, checkpoint."""
         s, strategy = self.settings, self.strategy
-        clock = Stopwatch()
+        clock = Stopwatch("-s")  # the round-done event's <step>-s fields
         messages = strategy.configure_train(
             server_round, arrays, ConfigRecord(instruction.to_config()), self.grid
         )

@@ -279,6 +279,10 @@ def test_a_forked_task_computes_what_a_fresh_interpreter_computes(node: dict) ->
     executed = [e for e in node["audit"] if e["event"] == "task-executed"]
     assert [e["outcome"] for e in executed[:2]] == ["completed", "completed"]
     assert {e["app_sha256"] for e in executed} == {node["node"].sha256}
+    # the ClientApp module named in the bundle's pyproject was imported from the bundle
+    apps = str(node["node"].site_home / "apps")
+    assert all(e["app_module"].startswith(apps) and e["app_module"].endswith("/probe.py")
+               for e in executed[:2])  # fmt: skip
 
 
 def test_a_task_past_its_deadline_is_stopped_and_reported(node: dict) -> None:
