@@ -11,9 +11,10 @@ fresh interpreter):
    ``trusted_apps``. Otherwise the task is refused: nothing of the bundle is unpacked or
    imported, the refusal goes to the site's audit log with the hash, and the coordinator gets
    an error reply that names the hash and the site;
-3. otherwise unpack the bundle (Flower's installer, which checks the files' hashes), make sure
-   the app's own packages are imported *from the bundle* (a forked worker has the site's
-   installed copy of echofl in memory), load its ClientApp and run it on the message;
+3. otherwise unpack the bundle (Flower's installer, which checks the files' hashes; all at once,
+   see :mod:`fl_client.app_install`), make sure the app's own packages are imported *from the
+   bundle* (a forked worker has the site's installed copy of echofl in memory), load its
+   ClientApp, check that its module's file is inside the bundle's folder, and run it;
 4. push the reply and the task's final status; record the outcome in the audit log.
 
 The steps mirror Flower's ``flwr-clientapp`` (``flwr.supernode.runtime.run_clientapp``),
@@ -34,6 +35,7 @@ from pathlib import Path
 
 from common.audit import AuditLog
 from common.timing import Stopwatch
+from fl_client.app_install import check_origin, install_app
 
 # exit codes of a task process (the worker audits anything else as abnormal)
 COMPLETED, REFUSED, FAILED, STOPPED = 0, 10, 11, 12
@@ -82,7 +84,6 @@ def run_task(
     """Run one task; the return value is the process's exit code (module constants)."""
     from flwr.app import Message
     from flwr.app.error import Error
-    from flwr.cli.install import install_from_fab
     from flwr.clientapp.utils import get_load_client_app_fn
     from flwr.common.config import get_project_dir
     from flwr.common.constant import ErrorCode, SubStatus
@@ -138,13 +139,15 @@ def run_task(
             print(f"[fl-client {site}] REFUSED: {details}", file=sys.stderr, flush=True)
             code = REFUSED
             return code
-        install_from_fab(fab.content, skip_prompt=True)
+        app_dir = install_app(
+            fab.content, digest, get_project_dir(run.fab_id, run.fab_version, digest)
+        )
         clock.lap("unpack")
-        app_dir = get_project_dir(run.fab_id, run.fab_version, digest)
         forget_modules(app_modules(app_dir))
         load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
         client_app = load(run.fab_id, run.fab_version, digest)
         loaded_from = _clientapp_file(app_dir)
+        check_origin(loaded_from, app_dir)  # the bundle's code, or nothing
         clock.lap("load")
         reply = client_app(message=message, context=context)
         clock.lap("app")

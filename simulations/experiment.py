@@ -34,6 +34,7 @@ from common.config import (
 )
 from common.data.synthetic.federation import FederationConfig, SyntheticSiteConfig
 from common.data.synthetic.knobs import SynthesisKnobs
+from common.data.synthetic.shift import DomainShift, site_dump
 from common.data.synthetic.vendors import VendorName
 from common.recipe import Recipe, merge
 
@@ -47,6 +48,7 @@ class ExperimentSite(StrictModel):
     cases: int | None = Field(default=None, ge=1)
     frames: int = Field(default=2, ge=2)
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    shift: DomainShift | None = None  # on the shift-strength axis (common.data.synthetic.shift)
     # real data
     root: Path | None = None
     max_cases: int | None = Field(default=None, ge=1)
@@ -63,6 +65,8 @@ class ExperimentSite(StrictModel):
             )
         if synthetic and self.cases is None:
             raise ValueError(f"site {self.name}: a synthetic site needs 'cases'")
+        if self.shift is not None and not synthetic:
+            raise ValueError(f"site {self.name}: 'shift' is a setting of synthetic sites only")
         return self
 
     @property
@@ -277,6 +281,7 @@ class ExperimentConfig(StrictModel):
                     frames=s.frames,
                     split=s.split,
                     role=s.role,
+                    shift=s.shift,
                 )
                 for s in synthetic
             ],
@@ -303,7 +308,7 @@ class ExperimentConfig(StrictModel):
             "recipe": self.recipe_for(condition).model_dump(mode="json"),
             "seed": seed,
             "budget": self.budget.model_dump(mode="json"),
-            "sites": [s.model_dump(mode="json") for s in self.sites],
+            "sites": [site_dump(s) for s in self.sites],
             "knobs": self.knobs.model_dump(mode="json"),
         }
 

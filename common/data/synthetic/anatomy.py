@@ -678,6 +678,7 @@ def fit_to_sector(
     contractions: tuple[float, ...] = (0.0, 1.0),
     margin_deg: float = 2.5,
     margin_mm: float = 3.0,
+    la_in_view: float = 1.0,
 ) -> tuple[HeartParams, SectorGeometry]:
     """Aim the probe at the heart: returns the placed heart and the (maybe deeper) geometry.
 
@@ -685,12 +686,14 @@ def fit_to_sector(
     until the LV, MYO and LA lie at least ``margin_deg`` inside the sector edges, increases the
     depth up to ``max_depth_mm`` when the LA reaches below the fan, and beyond that scales the
     heart down about its apex. The RV and RA may leave the fan, as they often do.
+    ``la_in_view`` < 1 keeps only that fraction of the LA's extent (in depth, from its top, the
+    mitral side) in view: the rest may fall below the fan.
     """
     half = geometry.half_angle - math.radians(margin_deg)
     max_depth = max(max_depth_mm or geometry.depth_mm, geometry.depth_mm)
     for _ in range(10):
         shapes = [heart_at(p, c, detail=False) for c in contractions]
-        pts = np.vstack([np.vstack([sh.epi, sh.la]) for sh in shapes])
+        pts = np.vstack([np.vstack([sh.epi, _la_kept(sh.la, la_in_view)]) for sh in shapes])
         theta = np.arctan2(pts[:, 0], pts[:, 1])
         deepest = float(np.hypot(pts[:, 0], pts[:, 1]).max())
         lo, hi = float(theta.min()), float(theta.max())
@@ -716,6 +719,14 @@ def fit_to_sector(
                 dataclasses.replace(p.placement, scale=p.placement.scale * min(factor, 0.99))
             )
     return p, geometry
+
+
+def _la_kept(la: np.ndarray, fraction: float) -> np.ndarray:
+    """The LA outline's points within ``fraction`` of its depth range from its top."""
+    if fraction >= 1.0:
+        return la
+    r = np.hypot(la[:, 0], la[:, 1])
+    return la[r <= r.min() + fraction * (r.max() - r.min())]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ between vendors show as they are. Per case: ED, ES, then ED and ES with the labe
 (LV red, MYO green, LA blue).
 
 ``python -m common.data.synthetic.contact_sheet --out docs/images/synthetic-contact-sheet.png``
+
+With ``--shift 0,0.33,0.67,1`` each vendor gets one row per level of the shift-strength axis
+(:mod:`common.data.synthetic.shift`): the same hearts, moved from site A's domain (s = 0) to the
+vendor's own with the structure shift (s = 1).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from PIL import Image, ImageDraw
 
 from common.data.synthetic.generator import case_seed, render_case
 from common.data.synthetic.knobs import SynthesisKnobs
+from common.data.synthetic.shift import DomainShift
 from common.data.synthetic.vendors import VENDORS, VendorProfile, get_vendor
 from common.labels import Structure
 
@@ -59,18 +64,25 @@ def save_contact_sheet(
     seed: int = 0,
     size: tuple[int, int] | None = None,
     knobs: SynthesisKnobs | None = None,
+    shifts: Sequence[float] | None = None,
 ) -> Path:
     """Write the PNG contact sheet and return its path.
 
     vendors: rows (default: every built-in profile, U last). n_per_vendor: cases per row.
+    shifts: shift strengths; each vendor then gets one row per strength (reference vendor A).
     seed: site seed (case seeds as in :func:`common.data.synthetic.generator.generate_site`).
     size: render size ``(H, W)``; None = each vendor's natural export size.
     """
     vendors = list(vendors) if vendors is not None else list(VENDORS.values())
     if not vendors or n_per_vendor < 1:
         raise ValueError("need at least one vendor and one case per vendor")
+    lines: list[tuple[VendorProfile, DomainShift | None]] = [
+        (vendor, None if shifts is None else DomainShift(strength=s))
+        for vendor in vendors
+        for s in (shifts if shifts is not None else [None])
+    ]
     rows: list[list[tuple[Image.Image, str]]] = []
-    for vendor in vendors:
+    for vendor, shift in lines:
         tiles: list[tuple[Image.Image, str]] = []
         for i in range(n_per_vendor):
             case = render_case(
@@ -79,6 +91,7 @@ def save_contact_sheet(
                 case_id=f"{vendor.name}{i}",
                 size=size,
                 knobs=knobs,
+                shift=shift,
             )
             rec = case.recording
             caption = f"{rec.info['quality']} {rec.info['phenotype']} EF {rec.info['ef']}"
@@ -108,9 +121,11 @@ def save_contact_sheet(
         fill=(220, 220, 220),
     )
     y = _HEADER_H
-    for vendor, row, h in zip(vendors, rows, row_h, strict=True):
-        draw.text((_PAD, y + 2), f"{vendor.name}", fill=(255, 255, 255))
-        _wrap(draw, vendor.description, (_PAD, y + 16), _LABEL_W - 2 * _PAD)
+    for (vendor, shift), row, h in zip(lines, rows, row_h, strict=True):
+        title = vendor.name if shift is None else f"{vendor.name}, shift s = {shift.strength:g}"
+        about = vendor.description if shift is None else shift.vendor(vendor).description
+        draw.text((_PAD, y + 2), title, fill=(255, 255, 255))
+        _wrap(draw, about, (_PAD, y + 16), _LABEL_W - 2 * _PAD)
         for j, (tile, caption) in enumerate(row):
             x = _LABEL_W + j * (tile_w + _PAD) + (tile_w - tile.width) // 2
             sheet.paste(tile, (x, y + _CAPTION_H))
@@ -144,15 +159,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", default=None, help="HxW render size (default: natural)")
     parser.add_argument("--difficulty", type=float, default=1.0)
+    parser.add_argument("--shift", default=None, help="comma-separated strengths in [0, 1]")
     args = parser.parse_args(argv)
     size = None
     if args.size:
         h, w = (int(v) for v in args.size.lower().split("x"))
         size = (h, w)
     vendors = [get_vendor(n) for n in args.vendors.split(",") if n.strip()]
-    out = save_contact_sheet(
-        args.out, vendors, args.n, args.seed, size, SynthesisKnobs(difficulty=args.difficulty)
-    )
+    shifts = None if args.shift is None else [float(v) for v in args.shift.split(",")]
+    knobs = SynthesisKnobs(difficulty=args.difficulty)
+    out = save_contact_sheet(args.out, vendors, args.n, args.seed, size, knobs, shifts)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -36,6 +36,7 @@ from common.data.formats import write_site
 from common.data.formats.recording import Recording
 from common.data.synthetic.generator import assign_splits, case_seed, generate_recording
 from common.data.synthetic.knobs import SynthesisKnobs
+from common.data.synthetic.shift import DomainShift, site_dump
 from common.data.synthetic.vendors import VendorName, get_vendor
 
 MARKER = ".echofl-synthetic.json"
@@ -48,6 +49,8 @@ class SyntheticSiteConfig(StrictModel):
     role: ``train`` sites are split into train/val/test by ``split``; ``test`` sites (an unseen
     vendor) put every case in the test split and are never trained on.
     labelled: only for the ``folder`` format (the others carry their format's labelled set).
+    shift: where the site sits on the shift-strength axis (``common.data.synthetic.shift``); None
+        renders its vendor as designed.
     """
 
     name: SiteName
@@ -59,6 +62,7 @@ class SyntheticSiteConfig(StrictModel):
     size: tuple[int, int] | None = None
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     role: Literal["train", "test"] = "train"
+    shift: DomainShift | None = None
 
     @model_validator(mode="after")
     def _labelled_only_for_folder(self) -> SyntheticSiteConfig:
@@ -108,7 +112,7 @@ def site_seed(seed: int, name: str) -> int:
 
 def settings_hash(site: SyntheticSiteConfig, seed: int, knobs: SynthesisKnobs) -> str:
     payload = {
-        "site": site.model_dump(mode="json"),
+        "site": site_dump(site),
         "seed": site_seed(seed, site.name),
         "knobs": knobs.model_dump(mode="json"),
         "generator": GENERATOR_VERSION,
@@ -116,8 +120,10 @@ def settings_hash(site: SyntheticSiteConfig, seed: int, knobs: SynthesisKnobs) -
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _render(args: tuple[str, int, str, tuple[int, int] | None, int, str, dict]) -> Recording:
-    vendor, seed, case_id, size, frames, split, knobs = args
+def _render(
+    args: tuple[str, int, str, tuple[int, int] | None, int, str, dict, dict | None],
+) -> Recording:
+    vendor, seed, case_id, size, frames, split, knobs, shift = args
     return generate_recording(
         get_vendor(vendor),
         seed=seed,
@@ -126,6 +132,7 @@ def _render(args: tuple[str, int, str, tuple[int, int] | None, int, str, dict]) 
         n_frames=frames,
         split=split,  # type: ignore[arg-type]
         knobs=SynthesisKnobs.model_validate(knobs),
+        shift=None if shift is None else DomainShift.model_validate(shift),
     )
 
 
@@ -149,6 +156,7 @@ def render_site(
             site.frames,
             splits[i],
             knobs.model_dump(),
+            None if site.shift is None else site.shift.model_dump(),
         )
         for i in range(site.cases)
     ]

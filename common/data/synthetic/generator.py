@@ -32,6 +32,7 @@ from common.data.synthetic.knobs import (
     SynthesisKnobs,
 )
 from common.data.synthetic.quality import Artefacts, sample_artefacts, sample_quality
+from common.data.synthetic.shift import DomainShift
 from common.data.synthetic.tissue import sample_echogenicity
 from common.data.synthetic.vendors import VendorProfile
 
@@ -67,9 +68,12 @@ def render_case(
     n_frames: int = 2,
     split: Split = "train",
     knobs: SynthesisKnobs | None = None,
+    shift: DomainShift | None = None,
 ) -> SyntheticCase:
     """Render one case; see :func:`generate_recording` for the arguments."""
     knobs = knobs or _DEFAULT_KNOBS
+    if shift is not None:
+        vendor = shift.vendor(vendor)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if n_frames < 2:
@@ -96,12 +100,19 @@ def render_case(
         phenotype_probs = ADULT_PHENOTYPE_PROBS
     if knobs.phenotype_probs is not None:
         phenotype_probs = knobs.phenotype_probs
+    if shift is not None:
+        phenotype_probs = shift.phenotype_probs(phenotype_probs)
     names = list(phenotype_probs)
     weights = np.array([phenotype_probs[n] for n in names], dtype=float)
     phenotype: Phenotype = names[int(rng_anat.choice(len(names), p=weights / weights.sum()))]
     params = sample_heart(rng_anat, phenotype, body)
-    geometry = SectorGeometry(vendor.depth_mm * rng_anat.uniform(0.96, 1.04), vendor.sector_deg)
-    params, geometry = fit_to_sector(params, geometry, vendor.depth_mm * _MAX_DEPTH_FACTOR)
+    depth, sector, framing = vendor.depth_mm, vendor.sector_deg, {}
+    if shift is not None:
+        params = shift.heart(params)
+        depth, sector = depth * shift.depth_factor, sector * shift.sector_factor
+        framing = {"la_in_view": shift.la_in_view, "margin_deg": shift.edge_margin_deg}
+    geometry = SectorGeometry(depth * rng_anat.uniform(0.96, 1.04), sector)
+    params, geometry = fit_to_sector(params, geometry, depth * _MAX_DEPTH_FACTOR, **framing)
 
     # How well it images.
     rng_quality = np.random.default_rng(quality_ss)
@@ -161,6 +172,7 @@ def render_case(
         "orientation": "flipped" if knobs.flip_lr else "standard",
         "annotation_jitter_mm": f"{knobs.annotation_jitter_mm:g}",
         "difficulty": f"{knobs.difficulty:g}",
+        "shift": "none" if shift is None else f"{shift.strength:g} from {shift.reference}",
         "seed": str(seed),
     }
     recording = Recording(
@@ -187,6 +199,7 @@ def generate_recording(
     n_frames: int = 2,
     split: Split = "train",
     knobs: SynthesisKnobs | None = None,
+    shift: DomainShift | None = None,
 ) -> Recording:
     """One synthetic apical four-chamber acquisition of one case.
 
@@ -196,13 +209,22 @@ def generate_recording(
     n_frames: 2 gives ``[ED, ES]`` (``ed=0, es=1``); more gives one cardiac cycle starting
         shortly before ED, with ``ed``/``es`` set to the frames where contraction is 0 / 1.
     knobs: calibration knobs (difficulty, quality mix, annotation jitter, orientation ...).
+    shift: where the case sits on the shift-strength axis (:mod:`common.data.synthetic.shift`);
+        None renders ``vendor`` as designed.
 
     Returns a :class:`Recording`: uint8 frames and labels ``(T, H, W)``, spacing
     ``(depth / H, sector width / W)`` mm, ``info`` with vendor, quality (Good/Medium/Poor),
     phenotype, ef (%, single-plane area-length), edv_ml/esv_ml, sex, age (years) and settings.
     """
     return render_case(
-        vendor, seed=seed, case_id=case_id, size=size, n_frames=n_frames, split=split, knobs=knobs
+        vendor,
+        seed=seed,
+        case_id=case_id,
+        size=size,
+        n_frames=n_frames,
+        split=split,
+        knobs=knobs,
+        shift=shift,
     ).recording
 
 
