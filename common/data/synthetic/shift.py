@@ -127,7 +127,6 @@ def _blend(a: Any, b: Any, s: float) -> Any:
     return float(a + (b - a) * s)
 
 
-
 def site_dump(site: BaseModel) -> dict[str, Any]:
     """A site config's JSON dump for hashing, without ``shift`` when it is None: the hashes (of
     generated sites, of runs) of configs written before the shift axis existed stay the same."""
