@@ -5,8 +5,8 @@ Flower's ``install_from_fab`` creates the app's folder, then copies the files in
 the install when the folder already exists. Two tasks of one site starting together (or a task
 killed while unpacking) could then import from a half-written folder, and Python would quietly
 fall back to another copy of the same package on ``sys.path`` (the site's own installed echofl):
-code that is not the pinned bundle. Here the bundle is unpacked into a private folder beside
-the final one, marked complete with its hash, and renamed into place (atomic on one file
+code that is not the pinned bundle. Here the bundle is unpacked into a private folder in
+FLWR_HOME/.echofl-install/, marked complete with its hash, and renamed into place (atomic on one file
 system), under a per-bundle lock; a folder without the mark is replaced. After loading,
 :func:`check_origin` refuses a ClientApp module whose file is not inside the bundle's folder.
 """
@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 COMPLETE_MARK = ".echofl-complete"  # holds the bundle's sha256, written last
+WORK_DIR = ".echofl-install"  # in FLWR_HOME: the locks and the folders being unpacked
 
 
 class AppOriginError(RuntimeError):
@@ -40,13 +41,14 @@ def install_app(content: bytes, digest: str, app_dir: Path) -> Path:
 
     if installed(app_dir, digest):
         return app_dir
-    apps = app_dir.parent
-    apps.mkdir(parents=True, exist_ok=True)
-    with open(apps / f".{app_dir.name}.lock", "a+") as lock:
+    work = app_dir.parent.parent / WORK_DIR  # beside apps/ (same file system), not inside it
+    work.mkdir(parents=True, exist_ok=True)
+    app_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(work / f"{app_dir.name}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one installer per bundle; the others wait, then reuse
         if installed(app_dir, digest):
             return app_dir
-        staging = Path(tempfile.mkdtemp(prefix=f".{app_dir.name}.", dir=apps))
+        staging = Path(tempfile.mkdtemp(prefix=f"{app_dir.name}.", dir=work))
         try:
             unpacked = install_from_fab(content, install_dir=staging, skip_prompt=True)
             (unpacked / COMPLETE_MARK).write_text(digest + "\n")

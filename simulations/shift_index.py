@@ -52,10 +52,12 @@ class CalibrationSettings(StrictModel):
     reference: VendorName = "A"
     reference_cases: int = Field(default=60, ge=6)
     shifted_cases: int = Field(default=30, ge=4)
-    size: tuple[int, int] = (96, 96)
+    size: tuple[int, int] = (96, 96)  # what the models see (the recipe's preprocessing)
+    render_size: tuple[int, int] | None = None  # None: each vendor's own export size
     epochs: int = Field(default=25, ge=1)
     classifier_steps: int = Field(default=300, ge=1)
     seed: int = 0
+    workers: int = Field(default=0, ge=0)  # processes rendering the cases (0: one per core)
     data_dir: Path = Path("data/shift-calibration")
     cache_dir: Path = Path(".cache/echofl")
 
@@ -73,6 +75,7 @@ def generate(settings: CalibrationSettings) -> dict[str, Path]:
             "vendor": settings.reference,
             "format": "folder",
             "cases": settings.reference_cases,
+            "size": settings.render_size,
         }
     ]
     sites += [
@@ -81,6 +84,7 @@ def generate(settings: CalibrationSettings) -> dict[str, Path]:
             "vendor": v,
             "format": "folder",
             "cases": settings.shifted_cases,
+            "size": settings.render_size,
             "role": "test",
             "shift": {"strength": s, "reference": settings.reference},
         }
@@ -88,7 +92,12 @@ def generate(settings: CalibrationSettings) -> dict[str, Path]:
         for s in settings.levels
     ]
     config = FederationConfig.model_validate(
-        {"seed": settings.seed, "output_dir": str(settings.data_dir), "workers": 0, "sites": sites}
+        {
+            "seed": settings.seed,
+            "output_dir": str(settings.data_dir),
+            "workers": settings.workers,
+            "sites": sites,
+        }
     )
     return {g.config.name: g.root for g in generate_federation(config, progress=lambda _: None)}
 

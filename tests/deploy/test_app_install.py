@@ -13,6 +13,7 @@ import pytest
 
 from fl_client.app_install import (
     COMPLETE_MARK,
+    WORK_DIR,
     AppOriginError,
     check_origin,
     install_app,
@@ -68,8 +69,8 @@ def test_concurrent_tasks_each_see_the_whole_bundle(bundle: tuple[bytes, str, Pa
         seen = pool.map(_install, [(content, digest, str(app_dir))] * 6)
     assert all(files == expected for files in seen), [len(f) for f in seen]
     assert installed(app_dir, digest)
-    leftovers = [p.name for p in app_dir.parent.iterdir() if not p.name.endswith(".lock")]
-    assert leftovers == [app_dir.name]  # no staging folder left behind
+    assert [p.name for p in app_dir.parent.iterdir()] == [app_dir.name]
+    assert [p.suffix for p in (app_dir.parent.parent / WORK_DIR).iterdir()] == [".lock"]
 
 
 def test_a_half_written_folder_is_replaced(bundle: tuple[bytes, str, Path]) -> None:
@@ -99,7 +100,7 @@ def test_a_corrupt_bundle_installs_nothing(bundle: tuple[bytes, str, Path]) -> N
     with pytest.raises(Exception):  # noqa: B017 - Flower's zip / hash errors
         install_app(content[: len(content) // 2], digest, app_dir)
     assert not app_dir.exists()
-    assert [p.name for p in app_dir.parent.iterdir() if not p.name.endswith(".lock")] == []
+    assert [p.suffix for p in (app_dir.parent.parent / WORK_DIR).iterdir()] == [".lock"]
 
 
 def test_a_module_from_outside_the_bundle_is_refused(tmp_path: Path) -> None:
