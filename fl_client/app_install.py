@@ -6,8 +6,8 @@ the install when the folder already exists. Two tasks of one site starting toget
 killed while unpacking) could then import from a half-written folder, and Python would quietly
 fall back to another copy of the same package on ``sys.path`` (the site's own installed echofl):
 code that is not the pinned bundle. Here the bundle is unpacked into a private folder in
-FLWR_HOME/.echofl-install/, marked complete with its hash, and renamed into place (atomic on one file
-system), under a per-bundle lock; a folder without the mark is replaced. After loading,
+FLWR_HOME/.echofl-install/, marked complete with its hash, and renamed into place (atomic on
+one file system), under a per-bundle lock; a folder without the mark is replaced. After loading,
 :func:`check_origin` refuses a ClientApp module whose file is not inside the bundle's folder.
 """
 
