@@ -137,6 +137,29 @@ class ResourcesConfig(StrictModel):
     )
 
 
+class ShiftAxis(StrictModel):
+    """``[shift]``: run the experiment once per level of the shift-strength axis
+    (``common.data.synthetic.shift``), moving ``sites`` from ``reference``'s domain (s = 0) to
+    their own vendor with the structure shift (s = 1); every other site stays as it is."""
+
+    levels: list[float] = Field(min_length=1)
+    sites: list[SiteName] = Field(min_length=1)
+    reference: VendorName = "A"
+
+    @model_validator(mode="after")
+    def _check(self) -> ShiftAxis:
+        if any(not 0.0 <= s <= 1.0 for s in self.levels):
+            raise ValueError(f"levels must lie in [0, 1], got {self.levels}")
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError(f"levels must differ, got {self.levels}")
+        return self
+
+
+def level_tag(level: float) -> str:
+    """``s050`` for s = 0.5: the suffix of a level's experiment name and data folder."""
+    return f"s{round(level * 100):03d}"
+
+
 class QuickOverrides(StrictModel):
     """``[quick]``: a smaller variant of the same study (``--quick``)."""
 
@@ -145,6 +168,7 @@ class QuickOverrides(StrictModel):
     local_epochs: int | None = Field(default=None, ge=1)
     image_size: int | None = Field(default=None, ge=16)  # recipe.preprocess.size
     cases: dict[str, int] = Field(default_factory=dict)  # per site: cases, or max_cases (real)
+    shift_levels: list[float] | None = Field(default=None, min_length=1)  # [shift] levels
 
 
 def payload_key(payload: dict[str, Any]) -> str:
@@ -164,6 +188,7 @@ class ExperimentConfig(StrictModel):
     conditions: list[Condition] = Field(default_factory=lambda: list(DEFAULT_CONDITIONS))
     sites: list[ExperimentSite] = Field(min_length=1)
     quick: QuickOverrides | None = None
+    shift: ShiftAxis | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -206,6 +231,15 @@ class ExperimentConfig(StrictModel):
             unknown = sorted(set(self.quick.cases) - set(names))
             if unknown:
                 raise ValueError(f"quick.cases names unknown site(s): {', '.join(unknown)}")
+        if self.shift is not None:
+            by_name = {s.name: s for s in self.sites}
+            for name in self.shift.sites:
+                if name not in by_name:
+                    raise ValueError(f"shift.sites names unknown site {name!r}")
+                if not by_name[name].synthetic or by_name[name].shift is not None:
+                    raise ValueError(
+                        f"shift.sites: site {name!r} must be synthetic, without its own 'shift'"
+                    )
         if any(c.labels == "full" for c in self.conditions) and not all(
             s.synthetic for s in self.sites if s.role == "train"
         ):
@@ -230,8 +264,14 @@ class ExperimentConfig(StrictModel):
             else s
             for s in self.sites
         ]
+        shift = self.shift
+        if q.shift_levels is not None:
+            if shift is None:
+                raise ValueError("quick.shift_levels needs a [shift] section")
+            shift = ShiftAxis.model_validate({**shift.model_dump(), "levels": q.shift_levels})
         return self.model_copy(
             update={
+                "shift": shift,
                 "name": f"{self.name}-quick",
                 "data_dir": self.data_dir.with_name(self.data_dir.name + "-quick"),
                 "seeds": q.seeds or self.seeds,
@@ -239,6 +279,24 @@ class ExperimentConfig(StrictModel):
                 "recipe": recipe,
                 "sites": sites,
                 "quick": None,
+            }
+        )
+
+    def at_level(self, level: float) -> ExperimentConfig:
+        """One level of ``[shift]``: its own name and data folder, the shifted sites set."""
+        if self.shift is None:
+            raise ValueError(f"experiment {self.name!r} has no [shift] section")
+        shift = DomainShift(strength=level, reference=self.shift.reference)
+        tag = level_tag(level)
+        return self.model_copy(
+            update={
+                "name": f"{self.name}-{tag}",
+                "data_dir": self.data_dir / tag,
+                "sites": [
+                    s.model_copy(update={"shift": shift}) if s.name in self.shift.sites else s
+                    for s in self.sites
+                ],
+                "shift": None,
             }
         )
 

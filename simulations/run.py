@@ -118,6 +118,25 @@ def run_experiment(
     return results
 
 
+def run_shift_study(
+    config: ExperimentConfig, *, report_dir: Path | None = None, command: str = ""
+) -> dict[float, list[dict]]:
+    """``[shift]``: the experiment at every level (each its own resumable experiment, with its
+    own report), then the report across levels (``simulations/shift_report.py``)."""
+    assert config.shift is not None
+    per_level = {}
+    for level in config.shift.levels:
+        print(f"\n=== shift strength s = {level:g} ===", flush=True)
+        per_level[level] = run_experiment(config.at_level(level), command=command)
+    from simulations.shift_report import write_shift_report
+
+    for folder in [config.run_dir / "report", *([report_dir] if report_dir else [])]:
+        paths = write_shift_report(config, per_level, folder, command=command)
+        print(f"shift report: {folder}")
+    print("\n" + paths["markdown"].read_text())
+    return per_level
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="echofl research harness")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -152,7 +171,10 @@ def main(argv: list[str] | None = None) -> int:
                 config = config.quick_variant()
             except ValueError as exc:
                 raise EchoflError(f"{path}: {exc}") from None
-        run_experiment(config, report_dir=args.report_dir, command=_command_line(argv))
+        if config.shift is None:
+            run_experiment(config, report_dir=args.report_dir, command=_command_line(argv))
+        else:
+            run_shift_study(config, report_dir=args.report_dir, command=_command_line(argv))
     except EchoflError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -69,6 +69,56 @@ def paired(a: Sequence[float], b: Sequence[float]) -> Paired:
     return Paired(n, float(x.mean()), float(y.mean()), float(d.mean()), float(low), float(high))
 
 
+EXACT_MAX_N = 16  # Wilcoxon: every sign assignment enumerated up to here (2 ** 16 of them)
+
+
+def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p of ``b - a`` (Wilcoxon 1945). Zero differences are
+    dropped; ties get mid-ranks. Up to :data:`EXACT_MAX_N` differences the p is exact (the
+    statistic's distribution over every assignment of signs to the ranks); beyond, the normal
+    approximation with the tie-corrected variance and no continuity correction. NaN with no
+    non-zero difference."""
+    d = np.asarray(b, float) - np.asarray(a, float)
+    d = d[d != 0]
+    n = len(d)
+    if n == 0:
+        return math.nan
+    ranks = stats.rankdata(np.abs(d))
+    r_plus = float(ranks[d > 0].sum())
+    if n <= EXACT_MAX_N:
+        signs = (np.arange(2**n)[:, None] >> np.arange(n)) & 1  # every subset of positive ranks
+        dist = signs @ ranks
+        eps = 1e-9 * ranks.sum()
+        low, high = np.mean(dist <= r_plus + eps), np.mean(dist >= r_plus - eps)
+        return float(min(1.0, 2.0 * min(low, high)))
+    mean = n * (n + 1) / 4.0
+    _, counts = np.unique(ranks, return_counts=True)
+    var = n * (n + 1) * (2 * n + 1) / 24.0 - float((counts**3 - counts).sum()) / 48.0
+    z = (r_plus - mean) / math.sqrt(var)
+    return float(2.0 * stats.norm.sf(abs(z)))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values (Holm 1979), in the input's order: the k-th smallest of m is
+    multiplied by m - k + 1, made non-decreasing, capped at 1. NaN stays NaN (not counted)."""
+    p = np.asarray(pvalues, float)
+    ok = np.flatnonzero(~np.isnan(p))
+    out = np.full(len(p), math.nan)
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m, running = len(order), 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p[i]))
+        out[i] = running
+    return out.tolist()
+
+
+def cohen_dz(a: Sequence[float], b: Sequence[float]) -> float:
+    """Standardised paired effect: mean of ``b - a`` over its standard deviation."""
+    d = np.asarray(b, float) - np.asarray(a, float)
+    sd = d.std(ddof=1) if len(d) > 1 else math.nan
+    return float(d.mean() / sd) if sd and sd > 0 else math.nan
+
+
 def per_seed(
     results: Sequence[dict[str, Any]], condition: str, cells: Sequence[Cell]
 ) -> dict[int, float]:
