@@ -1,0 +1,149 @@
+"""The shift-strength study: ``[shift]`` in an experiment config (simulations.experiment), its
+report across levels (simulations.shift_report) on hand-made results, and the shipped config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from common.config import load_config
+from simulations.experiment import ExperimentConfig
+from simulations.shift_report import (
+    Test,
+    analyse,
+    claim_verdict,
+    markdown,
+    twin_of,
+    write_shift_report,
+)
+from simulations.study import holm
+
+REPO = Path(__file__).resolve().parents[2]
+
+BASE = {
+    "name": "sh",
+    "seeds": list(range(10)),
+    "shift": {"levels": [0.0, 1.0], "sites": ["B"]},
+    "sites": [
+        {"name": "A", "vendor": "A", "format": "camus-nifti", "cases": 6},
+        {"name": "B", "vendor": "B", "format": "folder", "labelled": ["LV"], "cases": 6},
+    ],
+    "conditions": [
+        {"name": "adaptive", "kind": "centralised"},
+        {"name": "LD", "kind": "centralised", "recipe": {"label_dropout": {"p": 0.5}}},
+        {"name": "IN", "kind": "centralised", "recipe": {"model": {"norm": "instance"}}},
+        {
+            "name": "IN LD",
+            "kind": "centralised",
+            "recipe": {"model": {"norm": "instance"}, "label_dropout": {"p": 0.5}},
+        },
+        {"name": "full", "kind": "centralised", "labels": "full"},
+    ],
+}
+
+
+def test_each_level_is_its_own_experiment_with_the_shifted_sites_set() -> None:
+    config = ExperimentConfig.model_validate(BASE)
+    level = config.at_level(0.67)
+    assert (level.name, level.data_dir, level.shift) == (
+        "sh-s067",
+        Path("data/experiments/s067"),
+        None,
+    )
+    a, b = level.sites
+    assert a.shift is None and (b.shift.strength, b.shift.reference) == (0.67, "A")
+    # a run at one level is keyed by its shifted sites: levels never share results
+    cond = config.conditions[0]
+    assert config.at_level(0.0).run_key(cond, 0) != config.at_level(1.0).run_key(cond, 0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"sites": ["Q"]}, "shift.sites names unknown site 'Q'"),
+        ({"levels": [0.5, 1.5]}, r"levels must lie in \[0, 1\]"),
+        ({"levels": [0.5, 0.5]}, "levels must differ"),
+        ({"level": [0.5]}, "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_shift_settings_name_the_problem(change: dict, message: str) -> None:
+    data = {**BASE, "shift": {**BASE["shift"], **change}}
+    with pytest.raises(ValidationError, match=message):
+        ExperimentConfig.model_validate(data)
+
+
+def test_twins_pair_each_condition_with_the_same_one_without_label_dropout() -> None:
+    conditions = ExperimentConfig.model_validate(BASE).conditions
+    twins = {c.name: getattr(twin_of(c, conditions), "name", None) for c in conditions}
+    assert twins == {
+        "adaptive": None,
+        "LD": "adaptive",
+        "IN": "adaptive",
+        "IN LD": "IN",
+        "full": None,
+    }
+
+
+def _results(level: float, rng: np.random.Generator) -> list[dict]:
+    """B's unannotated cells (MYO, LA): the bound at 0.9; adaptive CE at 0.9 on A's domain and
+    0.5 at s = 1 (the shortcut); LD recovers to 0.8 at s = 1; noise 0.01."""
+    out = []
+    u = {"adaptive": 0.9 - 0.4 * level, "LD": 0.9 - 0.1 * level, "IN": 0.9, "IN LD": 0.9}
+    u["full"] = 0.9
+    for seed in range(10):
+        for name, value in u.items():
+            v = value + rng.normal(0, 0.01)
+            test = {"A": {"LV": 0.9, "MYO": 0.85, "LA": 0.88}, "B": {"LV": 0.9, "MYO": v, "LA": v}}
+            out.append({"condition": name, "seed": seed, "test": test})
+    return out
+
+
+def test_the_report_finds_the_shortcut_and_its_removal_where_they_are(tmp_path: Path) -> None:
+    config = ExperimentConfig.model_validate(BASE)
+    rng = np.random.default_rng(0)
+    per_level = {0.0: _results(0.0, rng), 1.0: _results(1.0, rng)}
+    analysis = analyse(config, per_level)
+    assert analysis["unannotated"] == ["B/MYO", "B/LA"]
+    assert analysis["annotated"] == ["A/LV", "A/MYO", "A/LA", "B/LV"]
+    u = analysis["table"]["1"]["adaptive"]["U"]
+    assert sorted(u) == list(range(10)) and np.mean(list(u.values())) == pytest.approx(
+        0.5, abs=0.01
+    )
+    tests = {(t["family"], t["level"], t["a"], t["b"]): t for t in analysis["tests"]}
+    shortcut0, shortcut1 = (tests[("shortcut", s, "adaptive", "full")] for s in (0.0, 1.0))
+    assert shortcut0["verdict"] == "tie" and shortcut1["verdict"] == "higher"
+    assert shortcut1["diff"] == pytest.approx(0.4, abs=0.02)
+    # 10 seeds all one way: exact Wilcoxon p = 2 / 1024; Holm over the family's 4 tests
+    assert shortcut1["p"] == pytest.approx(2 / 1024)
+    family = [t for t in analysis["tests"] if t["family"] == "shortcut"]
+    assert [t["p_holm"] for t in family] == pytest.approx(holm([t["p"] for t in family]))
+    assert tests[("improvement", 1.0, "adaptive", "LD")]["verdict"] == "higher"
+    assert tests[("improvement", 0.0, "adaptive", "LD")]["verdict"] == "tie"
+    # InstanceNorm has no shortcut here, and label dropout on top of it costs a little
+    assert tests[("shortcut", 1.0, "IN", "full")]["verdict"] == "tie"
+    assert tests[("improvement", 1.0, "IN", "IN LD")]["verdict"] == "lower"
+    # the verdict across levels: only from s* = 1 on
+
+    ld = [Test(**{k: v for k, v in t.items() if k != "verdict"}) for t in analysis["tests"]]
+    ld = [t for t in ld if t.family == "improvement" and t.b == "LD"]
+    assert claim_verdict(ld, "higher") == "reproduced only from s* = 1 on"
+    text = markdown(config, analysis)
+    assert "LD improves on adaptive on U: **reproduced only from s* = 1 on**" in text
+    paths = write_shift_report(config, per_level, tmp_path / "report")
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+
+
+def test_the_shipped_shift_study_config() -> None:
+    config = load_config(ExperimentConfig, REPO / "simulations" / "configs" / "shift.toml")
+    assert config.shift is not None and len(config.shift.levels) >= 4 and len(config.seeds) >= 10
+    assert config.shift.sites == ["B", "C"]
+    kinds = {c.kind for c in config.conditions}
+    assert kinds == {"centralised"}
+    ps = sorted(c.recipe.get("label_dropout", {}).get("p", 0) for c in config.conditions)
+    assert ps == [0, 0, 0.25, 0.5, 0.75]  # adaptive CE, the bound and three drop rates
+    quick = config.quick_variant()
+    assert quick.shift is not None and quick.shift.levels == [0.0, 1.0]
+    assert quick.at_level(1.0).name == "shift-quick-s100"
