@@ -69,6 +69,9 @@ class LabelDropoutSettings(_Section):
 
     p: float = Field(default=0.0, ge=0.0, le=1.0)
     structures: tuple[str, ...] | None = None
+    # "structures": each structure dropped independently (the paper); "site-sets": a sample's
+    # labelled set replaced by another site's smaller set (pooled runs; see SiteSetDropout)
+    mode: Literal["structures", "site-sets"] = "structures"
 
 
 class LocalTraining(_Section):

@@ -171,6 +171,20 @@ class QuickOverrides(StrictModel):
     shift_levels: list[float] | None = Field(default=None, min_length=1)  # [shift] levels
 
 
+# Recipe settings added after runs were keyed, with the value that behaves as before they
+# existed: left out of a run's key at that value, so finished runs stay valid.
+ADDED_SETTINGS: dict[tuple[str, str], object] = {("label_dropout", "mode"): "structures"}
+
+
+def recipe_dump(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as a run's key sees it (see :data:`ADDED_SETTINGS`)."""
+    dumped = recipe.model_dump(mode="json")
+    for (section, key), neutral in ADDED_SETTINGS.items():
+        if dumped.get(section, {}).get(key, neutral) == neutral:
+            dumped.get(section, {}).pop(key, None)
+    return dumped
+
+
 def payload_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -363,7 +377,7 @@ class ExperimentConfig(StrictModel):
         """Everything that determines one run's result."""
         return {
             "condition": {"kind": condition.kind, "labels": condition.labels},
-            "recipe": self.recipe_for(condition).model_dump(mode="json"),
+            "recipe": recipe_dump(self.recipe_for(condition)),
             "seed": seed,
             "budget": self.budget.model_dump(mode="json"),
             "sites": [site_dump(s) for s in self.sites],

@@ -90,3 +90,60 @@ def test_p_zero_changes_nothing_and_bad_p_is_refused() -> None:
     assert torch.equal(out_mask, mask) and torch.equal(out_labelled, labelled)
     with pytest.raises(ValueError, match=r"LA must be in \[0, 1\]"):
         LabelDropout.for_partial([Structure.LA], 1.5)
+
+
+def _sets(*rows: str) -> torch.Tensor:
+    """Labelled vectors from strings of structure initials: "LMA" = {LV, MYO, LA}."""
+    return torch.tensor([[True, "L" in r, "M" in r, "A" in r] for r in rows], dtype=torch.bool)
+
+
+def test_site_set_dropout_imitates_the_other_sites_sets() -> None:
+    """FedEcho's sets {LV, MYO, LA} / {LV} / {MYO}: a fully labelled sample becomes "LV only"
+    or "MYO only" (each about p / 2 of the time), never a set no site has ({LV, LA} ...); the
+    partially labelled samples have no smaller set to become and stay as they are."""
+    from common.training.label_dropout import SiteSetDropout
+
+    pooled = _sets("LMA", "LMA", "L", "L", "L", "M")
+    dropout = SiteSetDropout.from_labelled(pooled, 0.6)
+    assert sorted(map(tuple, dropout.patterns.int().tolist())) == [
+        (1, 0, 1, 0),
+        (1, 1, 0, 0),
+        (1, 1, 1, 1),
+    ]
+    n = 4000
+    mask, labelled = full_batch(n)
+    labelled = torch.cat([_sets("LMA").repeat(n // 2, 1), _sets("L").repeat(n // 2, 1)])
+    new_mask, new_labelled = dropout(mask, labelled, torch.Generator().manual_seed(3))
+    full_half, lv_half = new_labelled[: n // 2], new_labelled[n // 2 :]
+    seen = {tuple(r) for r in full_half.int().tolist()}
+    assert seen == {(1, 1, 1, 1), (1, 1, 0, 0), (1, 0, 1, 0)}
+    as_lv = (full_half == _sets("L")).all(1).float().mean().item()
+    as_myo = (full_half == _sets("M")).all(1).float().mean().item()
+    assert as_lv == pytest.approx(0.3, abs=0.03) and as_myo == pytest.approx(0.3, abs=0.03)
+    assert torch.equal(lv_half, labelled[n // 2 :])
+    assert torch.equal(new_mask[n // 2 :], mask[n // 2 :])
+    # the pixels of what was dropped became background; the kept structure is untouched
+    became_lv = (full_half == _sets("L")).all(1)
+    sample = new_mask[: n // 2][became_lv][0]
+    original = mask[: n // 2][became_lv][0]
+    assert set(sample.unique().tolist()) <= {0, 1}
+    assert torch.equal(sample == 1, original == 1)
+
+
+def test_site_set_dropout_needs_two_sets_and_a_valid_rate() -> None:
+    from common.training.label_dropout import SiteSetDropout
+
+    with pytest.raises(ValueError, match="at least two different labelled sets"):
+        SiteSetDropout.from_labelled(_sets("L", "L"), 0.5)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
+        SiteSetDropout.from_labelled(_sets("L", "LMA"), 1.5)
+
+
+def test_the_new_mode_leaves_the_keys_of_finished_runs_alone() -> None:
+    from common.recipe import Recipe
+    from simulations.experiment import recipe_dump
+
+    plain = recipe_dump(Recipe())
+    assert "mode" not in plain["label_dropout"]
+    sets = recipe_dump(Recipe.model_validate({"label_dropout": {"p": 0.5, "mode": "site-sets"}}))
+    assert sets["label_dropout"]["mode"] == "site-sets"

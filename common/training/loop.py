@@ -26,7 +26,7 @@ from common.labels import NUM_CLASSES, LabelledSet, parse_labelled_set
 from common.recipe import LabelDropoutSettings, Recipe
 from common.training.augment import Augmentation
 from common.training.distillation import DistillationTerm
-from common.training.label_dropout import LabelDropout
+from common.training.label_dropout import LabelDropout, SiteSetDropout
 from common.training.losses import SegmentationLoss
 from common.training.metrics import DiceAccumulator, SegmentationScores
 
@@ -150,7 +150,7 @@ def train_one_epoch(
     batch_size: int,
     generator: torch.Generator,
     device: torch.device,
-    dropout: LabelDropout | None = None,
+    dropout: LabelDropout | SiteSetDropout | None = None,
     augmentation: Augmentation | None = None,
     amp: bool = True,
     proximal: ProximalTerm | None = None,
@@ -352,7 +352,9 @@ def train(
     model.to(device)
     optimiser = recipe.optimiser.build(model.parameters())
     loss_fn = SegmentationLoss(recipe.loss.name, dice_weight=recipe.loss.dice_weight)
-    dropout = label_dropout_for(recipe.label_dropout, partial)
+    dropout: LabelDropout | SiteSetDropout | None = label_dropout_for(recipe.label_dropout, partial)
+    if recipe.label_dropout.mode == "site-sets" and recipe.label_dropout.p > 0:
+        dropout = SiteSetDropout.from_labelled(data.labelled, recipe.label_dropout.p)
     proximal = ProximalTerm(model, proximal_mu) if proximal_mu > 0 else None
     amp = recipe.train.amp
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device, amp) else None

@@ -142,8 +142,22 @@ def test_the_shipped_shift_study_config() -> None:
     assert config.shift.sites == ["B", "C"]
     kinds = {c.kind for c in config.conditions}
     assert kinds == {"centralised"}
-    ps = sorted(c.recipe.get("label_dropout", {}).get("p", 0) for c in config.conditions)
-    assert ps == [0, 0, 0.25, 0.5, 0.75]  # adaptive CE, the bound and three drop rates
+    dropout = sorted(
+        (
+            c.recipe.get("label_dropout", {}).get("mode", "structures"),
+            c.recipe.get("label_dropout", {}).get("p", 0),
+        )
+        for c in config.conditions
+    )
+    # adaptive CE, the bound, the paper's three drop rates and the site-set variant
+    assert dropout == [
+        ("site-sets", 0.5),
+        ("structures", 0),
+        ("structures", 0),
+        ("structures", 0.25),
+        ("structures", 0.5),
+        ("structures", 0.75),
+    ]
     quick = config.quick_variant()
     assert quick.shift is not None and quick.shift.levels == [0.0, 1.0]
     assert quick.at_level(1.0).name == "shift-quick-s100"

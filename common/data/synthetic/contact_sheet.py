@@ -65,11 +65,14 @@ def save_contact_sheet(
     size: tuple[int, int] | None = None,
     knobs: SynthesisKnobs | None = None,
     shifts: Sequence[float] | None = None,
+    colours: int | None = None,
 ) -> Path:
     """Write the PNG contact sheet and return its path.
 
     vendors: rows (default: every built-in profile, U last). n_per_vendor: cases per row.
     shifts: shift strengths; each vendor then gets one row per strength (reference vendor A).
+    colours: save with a palette of this many colours (a smaller PNG; gray + 3 outline colours
+        need few).
     seed: site seed (case seeds as in :func:`common.data.synthetic.generator.generate_site`).
     size: render size ``(H, W)``; None = each vendor's natural export size.
     """
@@ -133,6 +136,8 @@ def save_contact_sheet(
         y += h + _CAPTION_H + _PAD
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if colours is not None:
+        sheet = sheet.quantize(colours)
     sheet.save(out, optimize=True)
     return out
 
@@ -160,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", default=None, help="HxW render size (default: natural)")
     parser.add_argument("--difficulty", type=float, default=1.0)
     parser.add_argument("--shift", default=None, help="comma-separated strengths in [0, 1]")
+    parser.add_argument("--colours", type=int, default=None, help="palette size (smaller PNG)")
     args = parser.parse_args(argv)
     size = None
     if args.size:
@@ -168,7 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     vendors = [get_vendor(n) for n in args.vendors.split(",") if n.strip()]
     shifts = None if args.shift is None else [float(v) for v in args.shift.split(",")]
     knobs = SynthesisKnobs(difficulty=args.difficulty)
-    out = save_contact_sheet(args.out, vendors, args.n, args.seed, size, knobs, shifts)
+    out = save_contact_sheet(
+        args.out, vendors, args.n, args.seed, size, knobs, shifts, args.colours
+    )
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
     return 0
 
