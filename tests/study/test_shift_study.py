@@ -14,6 +14,7 @@ from simulations.experiment import ExperimentConfig
 from simulations.shift_report import (
     Test,
     analyse,
+    bound_of,
     claim_verdict,
     markdown,
     twin_of,
@@ -161,3 +162,22 @@ def test_the_shipped_shift_study_config() -> None:
     quick = config.quick_variant()
     assert quick.shift is not None and quick.shift.levels == [0.0, 1.0]
     assert quick.at_level(1.0).name == "shift-quick-s100"
+
+
+@pytest.mark.parametrize("name", ["shift-unit", "shift-instancenorm"])
+def test_the_shipped_factor_configs_pair_each_condition_with_its_own_baseline(name: str) -> None:
+    """The preprocessing and normalisation-layer variants: every label-dropout condition has a
+    twin with the same preprocessing / layer, every partial condition a bound with it."""
+    config = load_config(ExperimentConfig, REPO / "simulations" / "configs" / f"{name}.toml")
+    partial = [c for c in config.conditions if c.labels == "partial"]
+    for c in partial:
+        bound = bound_of(c, config.conditions)
+        assert bound is not None and bound.recipe == _strip(c.recipe), c.name
+        if "label_dropout" in c.recipe:
+            twin = twin_of(c, config.conditions)
+            assert twin is not None and twin.recipe == _strip(c.recipe), c.name
+    assert config.data_dir == Path("data/shift")  # the sites of shift.toml, reused
+
+
+def _strip(recipe: dict) -> dict:
+    return {k: v for k, v in recipe.items() if k != "label_dropout"}
