@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ import numpy as np
 
 from common.data.formats import format_module
 from common.labels import Structure
-from simulations.experiment import Condition, ExperimentConfig
+from simulations.experiment import Condition, ExperimentConfig, level_tag
 from simulations.study import STRUCTURES, Cell, cohen_dz, holm, paired, per_seed, wilcoxon_p
 
 ALPHA = 0.05
@@ -330,6 +331,29 @@ def write_shift_report(
         "curves": folder / "curves.png",
     }
     paths["json"].write_text(json.dumps(analysis, indent=1))
-    paths["markdown"].write_text(markdown(config, analysis, command))
+    overlays = copy_overlays(config, analysis["levels"], folder)
+    text = markdown(config, analysis, command)
+    if overlays:
+        text += (
+            "\n## Overlays (each level's report, the shifted sites)\n\n"
+            + "\n".join(f"![{name}]({name})" for name in overlays)
+            + "\n"
+        )
+    paths["markdown"].write_text(text)
     plot(config, analysis, paths["curves"])
     return paths
+
+
+def copy_overlays(config: ExperimentConfig, levels: Sequence[float], folder: Path) -> list[str]:
+    """The shifted sites' overlay sheets of every level's own report, side by side here."""
+    assert config.shift is not None
+    names = []
+    for level in levels:
+        report = config.at_level(level).run_dir / "report"
+        for site in config.shift.sites:
+            source = report / f"overlays-{site}.png"
+            if source.is_file():
+                name = f"overlays-{level_tag(level)}-{site}.png"
+                shutil.copyfile(source, folder / name)
+                names.append(name)
+    return names

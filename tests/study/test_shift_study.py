@@ -133,8 +133,15 @@ def test_the_report_finds_the_shortcut_and_its_removal_where_they_are(tmp_path: 
     assert claim_verdict(ld, "higher") == "reproduced only from s* = 1 on"
     text = markdown(config, analysis)
     assert "LD improves on adaptive on U: **reproduced only from s* = 1 on**" in text
+    config = ExperimentConfig.model_validate({**BASE, "output_dir": str(tmp_path / "runs")})
+    level_report = config.at_level(1.0).run_dir / "report"
+    level_report.mkdir(parents=True)
+    (level_report / "overlays-B.png").write_bytes(b"png of B at s = 1")
     paths = write_shift_report(config, per_level, tmp_path / "report")
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+    # the shifted site's overlays of each level's own report come along, linked
+    assert (tmp_path / "report" / "overlays-s100-B.png").read_bytes() == b"png of B at s = 1"
+    assert "![overlays-s100-B.png](overlays-s100-B.png)" in paths["markdown"].read_text()
 
 
 def test_the_shipped_shift_study_config() -> None:
