@@ -24,7 +24,7 @@ from common.data.cache import load_site_cached
 from common.data.synthetic.federation import generate_federation
 from common.errors import EchoflError
 from simulations.experiment import ExperimentConfig
-from simulations.runs import RunContext, engine_for, execute
+from simulations.runs import RunContext, engine_for, execute, finished
 
 APP_DIR = Path(__file__).resolve().parents[1]
 SMOKE_CONFIG = APP_DIR / "simulations" / "configs" / "smoke.toml"
@@ -119,19 +119,34 @@ def run_experiment(
 
 
 def run_shift_study(
-    config: ExperimentConfig, *, report_dir: Path | None = None, command: str = ""
+    config: ExperimentConfig,
+    *,
+    report_dir: Path | None = None,
+    command: str = "",
+    report_only: bool = False,
 ) -> dict[float, list[dict]]:
     """``[shift]``: the experiment at every level (each its own resumable experiment, with its
     own report), then the report across levels (``simulations/shift_report.py``)."""
     assert config.shift is not None
     per_level = {}
+    expected = len(config.shift.levels) * len(config.conditions) * len(config.seeds)
     for level in config.shift.levels:
+        at = config.at_level(level)
+        if report_only:
+            found = [finished(at, c, seed) for seed in at.seeds for c in at.conditions]
+            per_level[level] = [r for r in found if r is not None]
+            continue
         print(f"\n=== shift strength s = {level:g} ===", flush=True)
-        per_level[level] = run_experiment(config.at_level(level), command=command)
+        per_level[level] = run_experiment(at, command=command)
+    done = sum(len(r) for r in per_level.values())
+    if report_only:
+        print(f"report from the {done} of {expected} runs finished so far (nothing run)")
     from simulations.shift_report import write_shift_report
 
     for folder in [config.run_dir / "report", *([report_dir] if report_dir else [])]:
-        paths = write_shift_report(config, per_level, folder, command=command)
+        paths = write_shift_report(
+            config, per_level, folder, command=command, progress=(done, expected)
+        )
         print(f"shift report: {folder}")
     print("\n" + paths["markdown"].read_text())
     return per_level
@@ -151,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--report-dir", type=Path, help="also write the report here (e.g. docs/results/<name>)"
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="a [shift] study: write its report from the runs finished so far, run nothing",
     )
     args = parser.parse_args(argv)
     path = SMOKE_CONFIG if args.smoke else args.config
@@ -174,7 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         if config.shift is None:
             run_experiment(config, report_dir=args.report_dir, command=_command_line(argv))
         else:
-            run_shift_study(config, report_dir=args.report_dir, command=_command_line(argv))
+            run_shift_study(
+                config,
+                report_dir=args.report_dir,
+                command=_command_line([a for a in (argv or sys.argv[1:]) if a != "--report-only"]),
+                report_only=args.report_only,
+            )
     except EchoflError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

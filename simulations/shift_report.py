@@ -322,7 +322,10 @@ def write_shift_report(
     folder: Path,
     *,
     command: str = "",
+    progress: tuple[int, int] | None = None,
 ) -> dict[str, Path]:
+    """Write results.md, analysis.json, curves.png (and the overlays) into ``folder``;
+    ``progress`` = (runs finished, runs in the study) when the study is not complete."""
     folder.mkdir(parents=True, exist_ok=True)
     analysis = analyse(config, per_level)
     paths = {
@@ -333,6 +336,12 @@ def write_shift_report(
     paths["json"].write_text(json.dumps(analysis, indent=1))
     overlays = copy_overlays(config, analysis["levels"], folder)
     text = markdown(config, analysis, command)
+    if progress is not None and progress[0] < progress[1]:
+        head, _, body = text.partition("\n\n")
+        text = (
+            f"{head}\n\n**In progress: {progress[0]} of {progress[1]} runs finished**; the "
+            "tables and tests below use those only.\n\n" + body
+        )
     if overlays:
         text += (
             "\n## Overlays (each level's report, the shifted sites)\n\n"

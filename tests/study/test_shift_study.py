@@ -188,3 +188,41 @@ def test_the_shipped_factor_configs_pair_each_condition_with_its_own_baseline(na
 
 def _strip(recipe: dict) -> dict:
     return {k: v for k, v in recipe.items() if k != "label_dropout"}
+
+
+def test_a_tiny_shift_study_runs_resumes_and_reports_from_finished_runs(tmp_path: Path) -> None:
+    """python simulations/run.py on a [shift] config: every level runs and the report across
+    levels is written; --report-only then reports from what is finished and runs nothing."""
+    import json
+    import subprocess
+    import sys
+
+    import tomli_w
+
+    config = {
+        **BASE,
+        "seeds": [0],
+        "data_dir": str(tmp_path / "data"),
+        "output_dir": str(tmp_path / "runs"),
+        "budget": {"rounds": 1},
+        "recipe": {"preprocess": {"size": [32, 32]}},
+        "conditions": [BASE["conditions"][0], BASE["conditions"][-1]],
+    }
+    path = tmp_path / "tiny-shift.toml"
+    path.write_bytes(tomli_w.dumps(config).encode())
+    command = [sys.executable, str(REPO / "simulations" / "run.py"), "--config", str(path)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    results = sorted((tmp_path / "runs").glob("sh-s*/runs/*/seed-0/result.json"))
+    assert len(results) == 4  # 2 levels x 2 conditions
+    analysis = json.loads((tmp_path / "runs" / "sh" / "report" / "analysis.json").read_text())
+    assert analysis["levels"] == [0.0, 1.0] and len(analysis["tests"]) == 2  # a shortcut test each
+    results[0].unlink()
+    second = subprocess.run(
+        [*command, "--report-only"], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    assert "report from the 3 of 4 runs finished so far (nothing run)" in second.stdout
+    assert not results[0].exists()
+    text = (tmp_path / "runs" / "sh" / "report" / "results.md").read_text()
+    assert "**In progress: 3 of 4 runs finished**" in text
