@@ -171,7 +171,7 @@ def test_the_shipped_shift_study_config() -> None:
     assert quick.at_level(1.0).name == "shift-quick-s100"
 
 
-@pytest.mark.parametrize("name", ["shift-unit", "shift-instancenorm"])
+@pytest.mark.parametrize("name", ["shift-unit", "shift-instancenorm", "shift-federated"])
 def test_the_shipped_factor_configs_pair_each_condition_with_its_own_baseline(name: str) -> None:
     """The preprocessing and normalisation-layer variants: every label-dropout condition has a
     twin with the same preprocessing / layer, every partial condition a bound with it."""
