@@ -130,7 +130,11 @@ def run_shift_study(
     assert config.shift is not None
     per_level = {}
     expected = len(config.shift.levels) * len(config.conditions) * len(config.seeds)
-    for level in config.shift.levels:
+    # the two ends of the axis first: a study stopped half-way still tells whether there is an
+    # effect at all; the levels in between then locate where it opens
+    ends = sorted({min(config.shift.levels), max(config.shift.levels)})
+    order = ends + [s for s in config.shift.levels if s not in ends]
+    for level in order:
         at = config.at_level(level)
         if report_only:
             found = [finished(at, c, seed) for seed in at.seeds for c in at.conditions]
