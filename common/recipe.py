@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.config import format_validation_error
 from common.data.preprocess import PreprocessConfig
@@ -72,6 +72,15 @@ class LabelDropoutSettings(_Section):
     # "structures": each structure dropped independently (the paper); "site-sets": a sample's
     # labelled set replaced by another site's smaller set (pooled runs; see SiteSetDropout)
     mode: Literal["structures", "site-sets"] = "structures"
+
+    @model_validator(mode="after")
+    def _site_sets_take_no_structures(self) -> LabelDropoutSettings:
+        if self.mode == "site-sets" and self.structures is not None:
+            raise ValueError(
+                "label_dropout.structures cannot be combined with mode 'site-sets' (a sample "
+                "takes another site's whole labelled set, not a chosen structure's absence)"
+            )
+        return self
 
 
 class LocalTraining(_Section):
@@ -162,6 +171,7 @@ FLAT_NAMES: dict[tuple[str, ...], str] = {
     ("loss", "name"): "loss",
     ("label_dropout", "p"): "label-dropout-p",
     ("label_dropout", "structures"): "label-dropout-structures",
+    ("label_dropout", "mode"): "label-dropout-mode",
     ("train", "epochs"): "local-epochs",
     ("train", "augment", "enabled"): "augment",
 }

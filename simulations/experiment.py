@@ -150,8 +150,12 @@ class ShiftAxis(StrictModel):
     def _check(self) -> ShiftAxis:
         if any(not 0.0 <= s <= 1.0 for s in self.levels):
             raise ValueError(f"levels must lie in [0, 1], got {self.levels}")
-        if len(set(self.levels)) != len(self.levels):
-            raise ValueError(f"levels must differ, got {self.levels}")
+        tags = [level_tag(s) for s in self.levels]
+        if len(set(tags)) != len(tags):
+            raise ValueError(
+                f"levels must differ in their first two decimals (each names its run folder, "
+                f"s<100 s>), got {self.levels}"
+            )
         return self
 
 
@@ -232,7 +236,13 @@ class ExperimentConfig(StrictModel):
                     "(every condition is scored on the same preprocessed data); set [recipe."
                     "preprocess] for the whole experiment"
                 )
-            self.recipe_for(condition)
+            recipe = self.recipe_for(condition)
+            if recipe.label_dropout.mode == "site-sets" and condition.kind != "centralised":
+                raise ValueError(
+                    f"condition {condition.name!r}: label_dropout.mode 'site-sets' needs the "
+                    "labelled sets of every site in one training run: centralised conditions "
+                    f"only (this one is {condition.kind})"
+                )
         names = [s.name for s in self.sites]
         if len(set(names)) != len(names):
             raise ValueError("site names must be unique")

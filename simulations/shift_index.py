@@ -40,6 +40,7 @@ from common.recipe import Recipe
 from common.training.loop import SegmentationTensors, resolve_device, train
 from common.training.model import build_unet
 from common.training.scoring import score_sites
+from simulations.experiment import level_tag
 
 STRUCTURES = ("LV", "MYO", "LA")
 
@@ -64,42 +65,51 @@ class CalibrationSettings(StrictModel):
 
 def level_site(vendor: str, level: float) -> str:
     """Site name of one vendor at one level, e.g. ``B-s050``."""
-    return f"{vendor}-s{round(level * 100):03d}"
+    return f"{vendor}-{level_tag(level)}"
 
 
 def generate(settings: CalibrationSettings) -> dict[str, Path]:
-    """Write the reference site and one fully labelled test-only site per (vendor, level)."""
-    sites = [
-        {
-            "name": "ref",
-            "vendor": settings.reference,
-            "format": "folder",
-            "cases": settings.reference_cases,
-            "size": settings.render_size,
-        }
-    ]
-    sites += [
-        {
-            "name": level_site(v, s),
-            "vendor": v,
-            "format": "folder",
-            "cases": settings.shifted_cases,
-            "size": settings.render_size,
-            "role": "test",
-            "shift": {"strength": s, "reference": settings.reference},
-        }
-        for v in settings.vendors
-        for s in settings.levels
-    ]
-    config = FederationConfig.model_validate(
-        {
-            "seed": settings.seed,
-            "output_dir": str(settings.data_dir),
-            "workers": settings.workers,
-            "sites": sites,
-        }
-    )
-    return {g.config.name: g.root for g in generate_federation(config, progress=lambda _: None)}
+    """Write the reference site and one fully labelled test-only site per (vendor, level).
+
+    Each level is a federation of its own (``<data_dir>/s<level>/``) whose sites are named by
+    their vendor, so a vendor's site has the same seed, hence the same hearts, at every level:
+    the levels are paired by case."""
+
+    def federation(folder: Path, sites: list[dict]) -> dict[str, Path]:
+        config = FederationConfig.model_validate(
+            {
+                "seed": settings.seed,
+                "output_dir": str(folder),
+                "workers": settings.workers,
+                "sites": sites,
+            }
+        )
+        return {g.config.name: g.root for g in generate_federation(config, progress=lambda _: None)}
+
+    reference = {
+        "name": "ref",
+        "vendor": settings.reference,
+        "format": "folder",
+        "cases": settings.reference_cases,
+        "size": settings.render_size,
+    }
+    roots = federation(settings.data_dir, [reference])
+    for level in settings.levels:
+        sites = [
+            {
+                "name": v,
+                "vendor": v,
+                "format": "folder",
+                "cases": settings.shifted_cases,
+                "size": settings.render_size,
+                "role": "test",
+                "shift": {"strength": level, "reference": settings.reference},
+            }
+            for v in settings.vendors
+        ]
+        made = federation(settings.data_dir / level_tag(level), sites)
+        roots.update({level_site(v, level): made[v] for v in settings.vendors})
+    return roots
 
 
 def load(roots: dict[str, Path], settings: CalibrationSettings) -> dict[str, SiteData]:

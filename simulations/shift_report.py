@@ -7,15 +7,16 @@ per seed:
   scored on that site's own test split against the full ground truth): where adaptive CE can
   learn "this domain never has structure X";
 - **N**: the same over the annotated cells;
-- the **shortcut gap**: the fully labelled bound's U minus the condition's U (paired by seed).
+- the **shortcut gap**: the fully labelled bound's U minus a condition's U (paired by seed),
+  tested for the conditions without label dropout.
 
-Tests, paired by seed: the shortcut (bound vs adaptive CE on U), and every other condition
-against its *twin* (the same condition without label dropout; a variant without label dropout
-against the plain baseline of its kind), each with the mean difference and its Student t 95%
-interval, Cohen's d_z, and a two-sided Wilcoxon signed-rank p; the p-values of each family
-(shortcut; improvement) are Holm-adjusted over every level and comparison in the family. A
-verdict per claim: reproduced (Holm p < 0.05 and the interval on the claimed side), not
-reproduced, or reproduced only from s* on.
+Tests, paired by seed, on U: the shortcut (the fully labelled bound against each condition
+without label dropout), and every other condition against its *twin* (the same condition
+without label dropout; a variant without label dropout against the plain baseline of its kind),
+each with the mean difference and its Student t 95% interval, Cohen's d_z, and a two-sided
+Wilcoxon signed-rank p; each claim's p-values are Holm-adjusted over its levels. A verdict per
+claim: reproduced (Holm p < 0.05 and the interval on the claimed side), not reproduced,
+reproduced only from s* on, or underpowered (too few seeds for any p to pass).
 """
 
 from __future__ import annotations
@@ -108,17 +109,24 @@ class Test:
     dz: float
     p: float
     p_holm: float = math.nan
+    family_size: int = 1  # the tests the Holm adjustment ran over
 
     @property
     def significant(self) -> bool:
         return self.p_holm < ALPHA and (self.ci_low > 0 or self.ci_high < 0)
 
     @property
+    def smallest_adjusted_p(self) -> float:
+        """The smallest Holm p this test could reach: every seed one way (exact Wilcoxon p
+        2 / 2^n), times the family's size."""
+        return min(1.0, self.family_size * 2.0 / 2.0**self.seeds)
+
+    @property
     def verdict(self) -> str:
         if self.seeds < 2:
             return "n/a"
         if not self.significant:
-            return "tie"
+            return "underpowered" if self.smallest_adjusted_p >= ALPHA else "tie"
         return "higher" if self.diff > 0 else "lower"
 
 
@@ -177,12 +185,15 @@ def analyse(config: ExperimentConfig, per_level: Mapping[float, Sequence[dict]])
                     "improvement", level, row[twin.name]["U"], row[c.name]["U"], (twin.name, c.name)
                 )
                 tests += [t] if t else []
-    for family in ("shortcut", "improvement"):
-        members = [t for t in tests if t.family == family]
+    # Holm within each claim (one comparison over every level): its verdict across levels
+    # controls the family-wise error of that claim
+    for claim in {(t.family, t.a, t.b) for t in tests}:
+        members = [t for t in tests if (t.family, t.a, t.b) == claim]
         for t, adjusted in zip(members, holm([t.p for t in members]), strict=True):
-            t.p_holm = adjusted
+            t.p_holm, t.family_size = adjusted, len(members)
     return {
         "levels": levels,
+        "levels_in_study": sorted(config.shift.levels) if config.shift else levels,
         "unannotated": [f"{c.site}/{c.structure}" for c in unannotated],
         "annotated": [f"{c.site}/{c.structure}" for c in annotated],
         "table": table,
@@ -190,21 +201,30 @@ def analyse(config: ExperimentConfig, per_level: Mapping[float, Sequence[dict]])
     }
 
 
-def claim_verdict(tests: Sequence[Test], want: str) -> str:
-    """Over the levels of one comparison: reproduced everywhere, nowhere, or only from s*."""
+def claim_verdict(tests: Sequence[Test], want: str, levels: Sequence[float] = ()) -> str:
+    """Over the levels of one comparison: reproduced everywhere, nowhere, only from s* on, only
+    up to s*, or at scattered levels; ``levels`` (the study's) names those without a test yet."""
     by_level = sorted(tests, key=lambda t: t.level)
-    hits = [t.verdict == want for t in by_level]
+    missing = sorted(set(levels) - {t.level for t in by_level})
+    note = (
+        f" (no finished runs yet at s = {', '.join(f'{s:g}' for s in missing)})" if missing else ""
+    )
     if not by_level:
-        return "not tested"
-    if all(hits):
-        return "reproduced at every level"
-    if not any(hits):
-        return "not reproduced at any level"
-    first = hits.index(True)
-    if all(hits[first:]):
-        return f"reproduced only from s* = {by_level[first].level:g} on"
+        return "not tested" + note
+    if all(t.verdict == "underpowered" for t in by_level):
+        return "cannot be decided with this many seeds (underpowered at every level)" + note
+    hits = [t.verdict == want for t in by_level]
     on = ", ".join(f"{t.level:g}" for t, h in zip(by_level, hits, strict=True) if h)
-    return f"reproduced at s = {on} only (not monotone in s)"
+    if all(hits):
+        return "reproduced at every level tested" + note
+    if not any(hits):
+        return "not reproduced at any level" + note
+    first, last = hits.index(True), len(hits) - 1 - hits[::-1].index(True)
+    if all(hits[first:]):
+        return f"reproduced only from s* = {by_level[first].level:g} on" + note
+    if all(hits[: last + 1]):
+        return f"reproduced only up to s = {by_level[last].level:g}" + note
+    return f"reproduced at s = {on} only" + note
 
 
 def _fmt(values: dict[int, float]) -> str:
@@ -263,7 +283,10 @@ def markdown(config: ExperimentConfig, analysis: dict, command: str = "") -> str
         "## Paired tests (by seed) on U",
         "",
         "diff = b - a, its Student t 95% interval, Cohen's d_z, two-sided Wilcoxon signed-rank "
-        f"p (exact up to 16 seeds) and the Holm-adjusted p within the family (alpha {ALPHA}).",
+        f"p (exact up to 16 seeds) and the Holm-adjusted p over the claim's levels (alpha "
+        f"{ALPHA}); a difference counts when that p is below alpha and the interval excludes 0. "
+        "*underpowered*: even every seed one way could not reach it (n seeds give an exact "
+        "Wilcoxon p of at least 2 / 2^n).",
         "",
         "| family | s | a | b | seeds | a | b | diff [95% CI] | d_z | Wilcoxon p | Holm p | "
         "verdict |",
@@ -283,7 +306,8 @@ def markdown(config: ExperimentConfig, analysis: dict, command: str = "") -> str
             claim = f"the shortcut ({a} below {b} on U)"
         else:
             claim = f"{b} improves on {a} on U"
-        lines.append(f"- {claim}: **{claim_verdict(members, 'higher')}**")
+        verdict = claim_verdict(members, "higher", analysis["levels_in_study"])
+        lines.append(f"- {claim}: **{verdict}**")
     lines += ["", "![U against shift strength](curves.png)", ""]
     return "\n".join(lines) + "\n"
 

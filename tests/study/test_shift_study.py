@@ -66,7 +66,8 @@ def test_each_level_is_its_own_experiment_with_the_shifted_sites_set() -> None:
     [
         ({"sites": ["Q"]}, "shift.sites names unknown site 'Q'"),
         ({"levels": [0.5, 1.5]}, r"levels must lie in \[0, 1\]"),
-        ({"levels": [0.5, 0.5]}, "levels must differ"),
+        ({"levels": [0.5, 0.5]}, "levels must differ in their first two decimals"),
+        ({"levels": [0.12, 0.124]}, "levels must differ in their first two decimals"),
         ({"level": [0.5]}, "Extra inputs are not permitted"),
     ],
 )
@@ -117,10 +118,11 @@ def test_the_report_finds_the_shortcut_and_its_removal_where_they_are(tmp_path: 
     shortcut0, shortcut1 = (tests[("shortcut", s, "adaptive", "full")] for s in (0.0, 1.0))
     assert shortcut0["verdict"] == "tie" and shortcut1["verdict"] == "higher"
     assert shortcut1["diff"] == pytest.approx(0.4, abs=0.02)
-    # 10 seeds all one way: exact Wilcoxon p = 2 / 1024; Holm over the family's 4 tests
+    # 10 seeds all one way: exact Wilcoxon p = 2 / 1024; Holm over the claim's 2 levels
     assert shortcut1["p"] == pytest.approx(2 / 1024)
-    family = [t for t in analysis["tests"] if t["family"] == "shortcut"]
-    assert [t["p_holm"] for t in family] == pytest.approx(holm([t["p"] for t in family]))
+    claim = [t for t in analysis["tests"] if (t["family"], t["a"]) == ("shortcut", "adaptive")]
+    assert [t["p_holm"] for t in claim] == pytest.approx(holm([t["p"] for t in claim]))
+    assert [t["family_size"] for t in claim] == [2, 2]
     assert tests[("improvement", 1.0, "adaptive", "LD")]["verdict"] == "higher"
     assert tests[("improvement", 0.0, "adaptive", "LD")]["verdict"] == "tie"
     # InstanceNorm has no shortcut here, and label dropout on top of it costs a little
@@ -226,3 +228,68 @@ def test_a_tiny_shift_study_runs_resumes_and_reports_from_finished_runs(tmp_path
     assert not results[0].exists()
     text = (tmp_path / "runs" / "sh" / "report" / "results.md").read_text()
     assert "**In progress: 3 of 4 runs finished**" in text
+
+
+def test_site_set_dropout_is_refused_where_it_cannot_work() -> None:
+    conditions = [
+        {
+            "name": "fed",
+            "kind": "federated",
+            "recipe": {"label_dropout": {"p": 0.5, "mode": "site-sets"}},
+        }
+    ]
+    with pytest.raises(ValidationError, match="centralised conditions only"):
+        ExperimentConfig.model_validate({**BASE, "conditions": conditions})
+    both = {"p": 0.5, "mode": "site-sets", "structures": ["LA"]}
+    conditions = [{"name": "c", "kind": "centralised", "recipe": {"label_dropout": both}}]
+    with pytest.raises(ValidationError, match="cannot be combined with mode 'site-sets'"):
+        ExperimentConfig.model_validate({**BASE, "conditions": conditions})
+
+
+def _claim(levels_hits: list[tuple[float, str]], seeds: int = 10) -> list[Test]:
+    return [
+        Test(
+            "improvement",
+            s,
+            "a",
+            "b",
+            seeds,
+            0.5,
+            0.6,
+            0.1,
+            0.05,
+            0.15,
+            1.0,
+            p,
+            p,
+            len(levels_hits),
+        )
+        if verdict == "higher"
+        else Test("improvement", s, "a", "b", seeds, 0.5, 0.5, 0.0, -0.1, 0.1, 0.0, 0.8, 0.9, 2)
+        for s, verdict in levels_hits
+        for p in [0.002]
+    ]
+
+
+def test_claim_verdicts_say_where_a_claim_holds() -> None:
+    assert claim_verdict(_claim([(0, "higher"), (1, "higher")]), "higher") == (
+        "reproduced at every level tested"
+    )
+    assert claim_verdict(_claim([(0, "tie"), (0.5, "higher"), (1, "higher")]), "higher") == (
+        "reproduced only from s* = 0.5 on"
+    )
+    assert claim_verdict(_claim([(0, "higher"), (0.5, "higher"), (1, "tie")]), "higher") == (
+        "reproduced only up to s = 0.5"
+    )
+    assert claim_verdict(_claim([(0, "higher"), (0.5, "tie"), (1, "higher")]), "higher") == (
+        "reproduced at s = 0, 1 only"
+    )
+    partial = claim_verdict(_claim([(0, "higher")]), "higher", levels=[0, 0.5, 1])
+    assert partial == "reproduced at every level tested (no finished runs yet at s = 0.5, 1)"
+    # 5 seeds: the exact Wilcoxon p is at least 2 / 32 = 0.0625 > 0.05, whatever the data
+    few = [
+        Test("improvement", s, "a", "b", 5, 0.5, 0.9, 0.4, 0.3, 0.5, 5.0, 0.0625, 0.125, 2)
+        for s in (0, 1)
+    ]
+    assert [t.verdict for t in few] == ["underpowered", "underpowered"]
+    assert claim_verdict(few, "higher").startswith("cannot be decided with this many seeds")
