@@ -48,6 +48,9 @@ def install_app(content: bytes, digest: str, app_dir: Path) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one installer per bundle; the others wait, then reuse
         if installed(app_dir, digest):
             return app_dir
+        for stale in work.glob(f"{app_dir.name}.*"):  # from a task killed while unpacking
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f"{app_dir.name}.", dir=work))
         try:
             unpacked = install_from_fab(content, install_dir=staging, skip_prompt=True)

@@ -86,6 +86,14 @@ def test_a_half_written_folder_is_replaced(bundle: tuple[bytes, str, Path]) -> N
     assert (app_dir / COMPLETE_MARK).read_text().strip() == digest
 
 
+def test_what_a_killed_unpack_left_is_cleared(bundle: tuple[bytes, str, Path]) -> None:
+    content, digest, app_dir = bundle
+    stale = app_dir.parent.parent / WORK_DIR / f"{app_dir.name}.k1ll3d"
+    (stale / "probepkg").mkdir(parents=True)
+    install_app(content, digest, app_dir)
+    assert not stale.exists() and installed(app_dir, digest)
+
+
 def test_a_complete_folder_is_reused_not_rewritten(bundle: tuple[bytes, str, Path]) -> None:
     content, digest, app_dir = bundle
     install_app(content, digest, app_dir)

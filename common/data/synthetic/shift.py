@@ -15,8 +15,10 @@ HMC-QU):
   many EchoNet-Dynamic views), foreshortens the LV (a shorter long axis, the apex cut obliquely)
   and sees a population with more dilated hearts.
 
-The hearts themselves do not depend on s: a case's seed draws the same heart at every level, and
-only the shift is applied to it, so a study across levels is paired by case.
+A case's seed draws the same heart at every level and only the shift is applied to it, so a
+study across levels is paired by case, with two exceptions: a case whose phenotype the
+population shift changes is a different heart, and a paediatric vendor (E) against an adult
+reference switches population at s = 0.5, which redraws every case's age and size.
 """
 
 from __future__ import annotations
