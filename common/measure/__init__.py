@@ -1,0 +1,1 @@
+"""Measurements from masks: LV and LA volumes, ejection fraction, ED/ES (issue 13)."""

@@ -1,0 +1,100 @@
+"""The measurements of one recording (a clip or an ED/ES pair of one apical view): one CSV row.
+
+ED and ES are the recording's own when it names them, else the frames of the largest and the
+smallest LV area. Quality flags say why a value is missing or doubtful:
+
+- ``no-spacing``: the pixel spacing is unknown; areas and volumes are left empty;
+- ``ed-es-not-found``: fewer than two frames show an LV;
+- ``several-lv-components``: the LV at ED or ES is in more than one piece (volumes use all of
+  it, as the method of disks cannot tell which piece is the chamber);
+- ``ef-out-of-range``: EF outside 10-85 %, beyond what a beating heart produces;
+- ``no-la``: no left atrium at ES (its area and volume are left empty).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from common.labels import Structure
+from common.measure.volumes import (
+    ed_es_frames,
+    ejection_fraction,
+    la_volume_ml,
+    lv_components,
+    trace,
+)
+
+EF_RANGE = (10.0, 85.0)
+COLUMNS = (
+    "recording",
+    "frames",
+    "ed_frame",
+    "es_frame",
+    "spacing_mm",
+    "lv_area_ed_cm2",
+    "lv_area_es_cm2",
+    "edv_ml",
+    "esv_ml",
+    "ef_percent",
+    "la_area_es_cm2",
+    "la_volume_es_ml",
+    "flags",
+)
+
+
+def measure(
+    recording: str,
+    labels: np.ndarray,
+    spacing_mm: Sequence[float] | None,
+    ed: int | None = None,
+    es: int | None = None,
+) -> dict[str, object]:
+    """One row (:data:`COLUMNS`) from the label maps ``(T, H, W)`` of one recording."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"{recording}: label maps must be (frames, H, W), got {labels.shape}")
+    row: dict[str, object] = {c: "" for c in COLUMNS}
+    row.update(recording=recording, frames=len(labels))
+    flags: list[str] = []
+    spacing = None if spacing_mm is None else (float(spacing_mm[0]), float(spacing_mm[1]))
+    if spacing is None or not all(math.isfinite(s) and s > 0 for s in spacing):
+        spacing = None
+        flags.append("no-spacing")
+    else:
+        row["spacing_mm"] = f"{spacing[0]:.4g}x{spacing[1]:.4g}"
+    if ed is None or es is None:
+        try:
+            ed, es = ed_es_frames((labels == Structure.LV).sum(axis=(1, 2)))
+        except ValueError:
+            flags.append("ed-es-not-found")
+            row["flags"] = " ".join(flags)
+            return row
+    row.update(ed_frame=ed, es_frame=es)
+    if any(lv_components(labels[t]) > 1 for t in (ed, es)):
+        flags.append("several-lv-components")
+    if spacing is not None:
+        try:
+            at_ed, at_es = trace(labels[ed], spacing), trace(labels[es], spacing)
+        except ValueError:
+            flags.append("ed-es-not-found")
+        else:
+            ef = ejection_fraction(at_ed.volume_ml, at_es.volume_ml)
+            row.update(
+                lv_area_ed_cm2=round(at_ed.area_mm2 / 100, 3),
+                lv_area_es_cm2=round(at_es.area_mm2 / 100, 3),
+                edv_ml=round(at_ed.volume_ml, 2),
+                esv_ml=round(at_es.volume_ml, 2),
+                ef_percent=round(ef, 2),
+            )
+            if not EF_RANGE[0] <= ef <= EF_RANGE[1]:
+                flags.append("ef-out-of-range")
+        try:
+            area, volume = la_volume_ml(labels[es], spacing)
+            row.update(la_area_es_cm2=round(area / 100, 3), la_volume_es_ml=round(float(volume), 2))
+        except ValueError:
+            flags.append("no-la")
+    row["flags"] = " ".join(flags)
+    return row
