@@ -36,6 +36,7 @@ from common.federation.protocol import EvaluateInstruction, TrainInstruction
 from common.federation.run_settings import RunSettings, parse_run_settings
 from common.files import write_atomic
 from common.labels import format_labelled_set
+from common.model_card import card_meta
 from common.recipe import SERVER_OPTIMISERS, recipe_to_flat
 from common.security.checkpoint import load_checkpoint, save_checkpoint
 from common.security.pki import load_signing_key, load_verify_key
@@ -165,8 +166,7 @@ class FederatedRun:
             "run": self.out.name,
             "role": role,
             "round": server_round,
-            "model": self.settings.recipe.model.model_dump(mode="json"),
-            "image_size": self.settings.recipe.preprocess.size[0],
+            **card_meta(self.settings.recipe),  # how to apply the weights (common/model_card.py)
         }
         return meta if validation is None else {**meta, "validation": validation}
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from common.model_card import card_from_sidecar
 from common.recipe import RECIPE_KEYS
 from common.security.checkpoint import load_checkpoint
-from common.training.model import ModelConfig, build_unet
+from common.training.model import build_unet
 from fl_server.metrics_log import read_metrics_log
 from simulations.engine import SimulationEngine
 from tests.helpers import three_site_federation
@@ -92,5 +93,7 @@ def test_each_option_runs_and_resumes(runs: dict[str, dict], name: str) -> None:
     train = [r for r in rows if r.get("phase") == "train" and r.get("site") in ("B", "C")]
     assert train and all(r["train-distillation-loss"] > 0 for r in train)  # MYO/LA unannotated
     state, meta = load_checkpoint(run["out"] / "checkpoints" / "final.pt")
-    model = build_unet(ModelConfig.model_validate(meta["model"]))
+    card = card_from_sidecar(run["out"] / "checkpoints" / "final.pt", meta)
+    model = build_unet(card.model)
     model.load_state_dict(state)  # the final model is a whole, loadable network of its recipe
+    assert card.preprocess.size == tuple(meta["preprocess"]["size"]) and card.labels["3"] == "LA"
