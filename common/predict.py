@@ -1,0 +1,270 @@
+"""Segment a user's recordings with a trained echofl model and measure them: ``echofl-predict``.
+
+    echofl-predict --checkpoint final.pt --verify-key model-signing.pub \\
+        --input /data/CAMUS_public --format camus-nifti --out predictions/
+
+Input: a dataset folder in any native format echofl reads (``--format``; its masks, if any,
+are ignored here), or ``--format images``: a folder of PNG/JPEG frames, each sub-folder one
+recording (its frames in name order), each image file directly in the folder a recording of one
+frame; pixel spacing from the format, or ``--spacing-mm ROW,COL``.
+
+The checkpoint is applied as its model card says (``common/model_card.py``: model settings,
+preprocessing, label map) after its digest and, with ``--verify-key``, the coordinator's
+signature are checked; ``--allow-unsigned`` accepts a checkpoint without a signature (a local
+research model) and says so. Output, written into ``<out>.partial/`` and renamed into place when
+complete (nothing half-written is left): ``masks/<recording>/<frame>.png`` (mask values 0-3),
+``overlays/<recording>.png`` (ED and ES with the outlines), ``measurements.csv`` (one row per
+recording: ``common/measure/recording.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from common.data.preprocess import normalise, resize_image, resize_labels
+from common.errors import DataError, EchoflError
+from common.labels import Structure
+from common.measure.recording import COLUMNS, measure
+from common.model_card import ModelCard, card_from_sidecar
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_OUTLINE = {Structure.LV: (255, 60, 60), Structure.MYO: (60, 220, 60), Structure.LA: (70, 140, 255)}
+
+
+@dataclass
+class Recording:
+    """Frames of one acquisition: float (T, H, W) native intensities."""
+
+    name: str
+    frames: np.ndarray
+    spacing_mm: tuple[float, float] | None
+    ed: int | None = None
+    es: int | None = None
+
+
+def load_model(
+    checkpoint: Path, verify_key: Path | None, allow_unsigned: bool
+) -> tuple[torch.nn.Module, ModelCard, dict]:
+    """The checkpoint's network, ready to segment, and its model card."""
+    from common.security.checkpoint import load_checkpoint
+    from common.security.pki import load_verify_key
+    from common.training.model import build_unet
+
+    if verify_key is None and not allow_unsigned:
+        raise EchoflError(
+            f"{checkpoint}: give --verify-key (the coordinator's model-signing.pub) so the "
+            "checkpoint's signature is checked, or --allow-unsigned for a local research model"
+        )
+    key = load_verify_key(verify_key) if verify_key is not None else None
+    state, sidecar = load_checkpoint(checkpoint, key)
+    card = card_from_sidecar(checkpoint, sidecar)
+    model = build_unet(card.model)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise DataError(
+            checkpoint, f"weights do not fit the model card's network ({exc})"
+        ) from None
+    model.eval()
+    return model, card, sidecar
+
+
+def segment(model: torch.nn.Module, card: ModelCard, frames: np.ndarray) -> np.ndarray:
+    """Label maps uint8 (T, H, W) at the frames' own size."""
+    size = card.preprocess.size
+    batch = np.stack(
+        [
+            normalise(resize_image(f.astype(np.float32), size), card.preprocess.normalisation)
+            for f in frames
+        ]
+    )
+    with torch.no_grad():
+        labels = model(torch.from_numpy(batch)[:, None]).argmax(1).to(torch.uint8).numpy()
+    return np.stack([resize_labels(lab, frames.shape[1:]) for lab in labels])
+
+
+def site_recordings(format: str, root: Path) -> list[Recording]:
+    """Recordings of a native-format dataset folder (one per case and view)."""
+    from common.data.formats import load_site
+
+    groups: dict[tuple[str, str], list] = {}
+    for sample in load_site(format, root, site="predict"):
+        groups.setdefault((sample.meta.case_id, sample.meta.view), []).append(sample)
+    out = []
+    for (case, view), samples in sorted(groups.items()):
+        samples.sort(
+            key=lambda s: (s.meta.frame if s.meta.frame is not None else 0, s.meta.phase or "")
+        )
+        phases = [s.meta.phase for s in samples]
+        shapes = {s.image.shape for s in samples}
+        if len(shapes) > 1:
+            raise DataError(
+                samples[0].meta.source, f"frames of {case} {view} differ in size: {shapes}"
+            )
+        out.append(
+            Recording(
+                name=f"{case}_{view}",
+                frames=np.stack([s.image for s in samples]),
+                spacing_mm=samples[0].meta.spacing_mm,
+                ed=phases.index("ED") if "ED" in phases else None,
+                es=phases.index("ES") if "ES" in phases else None,
+            )
+        )
+    return out
+
+
+def image_recordings(root: Path) -> list[Recording]:
+    """Recordings of a folder of images (see the module doc)."""
+    if not root.is_dir():
+        raise DataError(root, "input folder not found")
+    out = []
+    for entry in sorted(root.iterdir()):
+        if entry.is_dir():
+            files = sorted(p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if files:
+                out.append(Recording(entry.name, _read_frames(files), None))
+        elif entry.suffix.lower() in IMAGE_SUFFIXES:
+            out.append(Recording(entry.stem, _read_frames([entry]), None))
+    if not out:
+        raise DataError(root, f"no images ({', '.join(IMAGE_SUFFIXES)}) in the input folder")
+    return out
+
+
+def _read_frames(files: Sequence[Path]) -> np.ndarray:
+    frames = []
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                frames.append(np.asarray(im.convert("L"), dtype=np.float32))
+        except (OSError, ValueError) as exc:
+            raise DataError(path, f"unreadable image ({exc})") from None
+    if len({f.shape for f in frames}) > 1:
+        raise DataError(files[0].parent, "the frames of this recording differ in size")
+    return np.stack(frames)
+
+
+def overlay(frames: np.ndarray, labels: np.ndarray, indices: Sequence[int]) -> Image.Image:
+    """The given frames side by side, gray, with one-pixel outlines of each structure."""
+    tiles = []
+    for t in indices:
+        gray = frames[t]
+        span = float(gray.max() - gray.min()) or 1.0
+        rgb = np.repeat(((gray - gray.min()) / span * 255).astype(np.uint8)[..., None], 3, axis=2)
+        for structure, colour in _OUTLINE.items():
+            m = labels[t] == int(structure)
+            inner = m.copy()
+            inner[1:-1, 1:-1] = (
+                m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+            )
+            rgb[m & ~inner] = colour
+        tiles.append(rgb)
+    return Image.fromarray(np.concatenate(tiles, axis=1))
+
+
+def run(
+    recordings: Sequence[Recording],
+    model: torch.nn.Module,
+    card: ModelCard,
+    out: Path,
+    *,
+    spacing_override: tuple[float, float] | None = None,
+    progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
+) -> list[dict]:
+    """Segment and measure every recording into ``out`` (atomically); returns the rows."""
+    if out.exists():
+        raise EchoflError(
+            f"{out}: the output folder exists; choose a new one (nothing is overwritten)"
+        )
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "overlays").mkdir(parents=True)
+    rows = []
+    started = time.perf_counter()
+    try:
+        for i, rec in enumerate(recordings, 1):
+            labels = segment(model, card, rec.frames)
+            folder = partial / "masks" / rec.name
+            folder.mkdir(parents=True)
+            for t, lab in enumerate(labels):
+                Image.fromarray(lab).save(folder / f"{t:04d}.png")
+            spacing = spacing_override or rec.spacing_mm
+            row = measure(rec.name, labels, spacing, rec.ed, rec.es)
+            shown = [i for i in (row["ed_frame"], row["es_frame"]) if i != ""] or [0]
+            overlay(rec.frames, labels, shown).save(partial / "overlays" / f"{rec.name}.png")
+            rows.append(row)
+            rate = sum(len(r.frames) for r in recordings[:i]) / (time.perf_counter() - started)
+            progress(
+                f"[{i}/{len(recordings)}] {rec.name}: EF {row['ef_percent'] or '-'} % "
+                f"{row['flags'] or ''} ({rate:.1f} frames/s)"
+            )
+        with (partial / "measurements.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(COLUMNS))
+            writer.writeheader()
+            writer.writerows(rows)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    partial.rename(out)
+    return rows
+
+
+def _spacing(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        row, col = (float(v) for v in text.split(","))
+    except ValueError:
+        raise EchoflError(f"--spacing-mm must be ROW,COL in millimetres, got {text!r}") from None
+    if row <= 0 or col <= 0:
+        raise EchoflError(f"--spacing-mm must be positive, got {text!r}")
+    return row, col
+
+
+def recordings_for(format: str, root: Path) -> Iterator[Recording] | list[Recording]:
+    return image_recordings(root) if format == "images" else site_recordings(format, root)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--verify-key", type=Path, help="the coordinator's model-signing.pub")
+    parser.add_argument("--allow-unsigned", action="store_true", help="accept no signature")
+    parser.add_argument("--input", type=Path, required=True)
+    parser.add_argument("--format", default="images", help="a native format, or 'images'")
+    parser.add_argument("--spacing-mm", help="ROW,COL pixel spacing (overrides the format's)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        spacing = _spacing(args.spacing_mm)
+        model, card, sidecar = load_model(args.checkpoint, args.verify_key, args.allow_unsigned)
+        signed = (
+            "signature verified" if args.verify_key else "UNSIGNED, accepted by --allow-unsigned"
+        )
+        print(
+            f"model: {args.checkpoint} (run {sidecar.get('run', '?')}, round "
+            f"{sidecar.get('round', '?')}, {signed})",
+            file=sys.stderr,
+        )
+        recordings = list(recordings_for(args.format, args.input))
+        rows = run(recordings, model, card, args.out, spacing_override=spacing)
+    except EchoflError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    flagged = sum(1 for r in rows if r["flags"])
+    print(f"{len(rows)} recording(s) -> {args.out}/measurements.csv ({flagged} with flags)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
