@@ -4,9 +4,11 @@
         --input /data/CAMUS_public --format camus-nifti --out predictions/
 
 Input: a dataset folder in any native format echofl reads (``--format``; its masks, if any,
-are ignored here), or ``--format images``: a folder of PNG/JPEG frames, each sub-folder one
+are ignored here); ``--format dicom``: an ultrasound DICOM file or a folder of them (one
+recording each, multi-frame or not; spacing from the ultrasound regions, ``common/data/
+dicom_echo.py``); or ``--format images``: a folder of PNG/JPEG frames, each sub-folder one
 recording (its frames in name order), each image file directly in the folder a recording of one
-frame; pixel spacing from the format, or ``--spacing-mm ROW,COL``.
+frame. ``--spacing-mm ROW,COL`` overrides the spacing.
 
 The checkpoint is applied as its model card says (``common/model_card.py``: model settings,
 preprocessing, label map) after its digest and, with ``--verify-key``, the coordinator's
@@ -24,7 +26,7 @@ import csv
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -231,8 +233,31 @@ def _spacing(text: str | None) -> tuple[float, float] | None:
     return row, col
 
 
-def recordings_for(format: str, root: Path) -> Iterator[Recording] | list[Recording]:
-    return image_recordings(root) if format == "images" else site_recordings(format, root)
+def dicom_recordings(root: Path) -> list[Recording]:
+    """One recording per DICOM file: ``root`` itself, or every ``*.dcm`` in the folder."""
+    from common.data.dicom_echo import read_echo_dicom
+
+    if root.is_file():
+        files = [root]
+    elif root.is_dir():
+        files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".dcm", ".dicom"))
+        if not files:
+            raise DataError(root, "no DICOM files (*.dcm) in the input folder")
+    else:
+        raise DataError(root, "input not found")
+    out = []
+    for path in files:
+        frames, spacing = read_echo_dicom(path)
+        out.append(Recording(path.stem, frames, spacing))
+    return out
+
+
+def recordings_for(format: str, root: Path) -> list[Recording]:
+    if format == "images":
+        return image_recordings(root)
+    if format == "dicom":
+        return dicom_recordings(root)
+    return site_recordings(format, root)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -241,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--verify-key", type=Path, help="the coordinator's model-signing.pub")
     parser.add_argument("--allow-unsigned", action="store_true", help="accept no signature")
     parser.add_argument("--input", type=Path, required=True)
-    parser.add_argument("--format", default="images", help="a native format, or 'images'")
+    parser.add_argument("--format", default="images", help="a native format, 'images' or 'dicom'")
     parser.add_argument("--spacing-mm", help="ROW,COL pixel spacing (overrides the format's)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
