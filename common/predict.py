@@ -16,7 +16,9 @@ signature are checked; ``--allow-unsigned`` accepts a checkpoint without a signa
 research model) and says so. Output, written into ``<out>.partial/`` and renamed into place when
 complete (nothing half-written is left): ``masks/<recording>/<frame>.png`` (mask values 0-3),
 ``overlays/<recording>.png`` (ED and ES with the outlines), ``measurements.csv`` (one row per
-recording: ``common/measure/recording.py``).
+recording: ``common/measure/recording.py``) and, with ``--truth`` on a labelled input,
+``agreement.csv`` (Dice, HD95 and mean surface distance in mm per structure, EF error against
+the EF measured on the reference masks by the same method).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ class Recording:
     spacing_mm: tuple[float, float] | None
     ed: int | None = None
     es: int | None = None
+    truth: np.ndarray | None = None  # reference label maps (T, H, W), where the input has them
+    truth_structures: tuple[Structure, ...] = ()  # the structures the reference annotates
 
 
 def load_model(
@@ -114,6 +118,7 @@ def site_recordings(format: str, root: Path) -> list[Recording]:
             raise DataError(
                 samples[0].meta.source, f"frames of {case} {view} differ in size: {shapes}"
             )
+        full = all(s.full_mask is not None for s in samples)
         out.append(
             Recording(
                 name=f"{case}_{view}",
@@ -121,6 +126,8 @@ def site_recordings(format: str, root: Path) -> list[Recording]:
                 spacing_mm=samples[0].meta.spacing_mm,
                 ed=phases.index("ED") if "ED" in phases else None,
                 es=phases.index("ES") if "ES" in phases else None,
+                truth=np.stack([s.full_mask if full else s.mask for s in samples]),
+                truth_structures=tuple(Structure) if full else tuple(sorted(samples[0].labelled)),
             )
         )
     return out
@@ -181,9 +188,13 @@ def run(
     out: Path,
     *,
     spacing_override: tuple[float, float] | None = None,
+    truth: bool = False,
     progress: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
 ) -> list[dict]:
-    """Segment and measure every recording into ``out`` (atomically); returns the rows."""
+    """Segment and measure every recording into ``out`` (atomically); returns the rows. With
+    ``truth``, also ``agreement.csv``: per recording, Dice / HD95 / mean surface distance (mm)
+    of each annotated structure (mean over its frames) and EF against the EF the same method
+    measures on the reference masks."""
     if out.exists():
         raise EchoflError(
             f"{out}: the output folder exists; choose a new one (nothing is overwritten)"
@@ -191,7 +202,7 @@ def run(
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "overlays").mkdir(parents=True)
-    rows = []
+    rows, agreements = [], []
     started = time.perf_counter()
     try:
         for i, rec in enumerate(recordings, 1):
@@ -202,6 +213,8 @@ def run(
                 Image.fromarray(lab).save(folder / f"{t:04d}.png")
             spacing = spacing_override or rec.spacing_mm
             row = measure(rec.name, labels, spacing, rec.ed, rec.es)
+            if truth and rec.truth is not None:
+                agreements.append(_agreement(rec, labels, spacing, row))
             shown = [i for i in (row["ed_frame"], row["es_frame"]) if i != ""] or [0]
             overlay(rec.frames, labels, shown).save(partial / "overlays" / f"{rec.name}.png")
             rows.append(row)
@@ -214,11 +227,50 @@ def run(
             writer = csv.DictWriter(fh, fieldnames=list(COLUMNS))
             writer.writeheader()
             writer.writerows(rows)
+        if truth:
+            if not agreements:
+                raise EchoflError("--truth: the input has no reference masks to compare with")
+            with (partial / "agreement.csv").open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=AGREEMENT_COLUMNS, restval="")
+                writer.writeheader()
+                writer.writerows(agreements)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     partial.rename(out)
     return rows
+
+
+AGREEMENT_COLUMNS = [
+    "recording",
+    *(f"{m}-{s.name}" for s in Structure for m in ("dice", "hd95", "msd")),
+    "ef_percent",
+    "ef_reference_percent",
+    "ef_error",
+]
+
+
+def _agreement(
+    rec: Recording, labels: np.ndarray, spacing: tuple[float, float] | None, row: dict
+) -> dict[str, object]:
+    from common.measure.agreement import agreement
+
+    assert rec.truth is not None
+    per_frame = [
+        agreement(labels[t], rec.truth[t], spacing, rec.truth_structures)
+        for t in range(len(labels))
+    ]
+    out: dict[str, object] = {"recording": rec.name}
+    for key in per_frame[0]:
+        values = [f[key] for f in per_frame if not np.isnan(f[key])]
+        out[key] = round(float(np.mean(values)), 4) if values else ""
+    reference = measure(rec.name, rec.truth, spacing, rec.ed, rec.es)
+    if Structure.LV in rec.truth_structures and reference["ef_percent"] != "":
+        out["ef_reference_percent"] = reference["ef_percent"]
+        if row["ef_percent"] != "":
+            out["ef_percent"] = row["ef_percent"]
+            out["ef_error"] = round(float(row["ef_percent"]) - float(reference["ef_percent"]), 2)
+    return out
 
 
 def _spacing(text: str | None) -> tuple[float, float] | None:
@@ -269,6 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--format", default="images", help="a native format, 'images' or 'dicom'")
     parser.add_argument("--spacing-mm", help="ROW,COL pixel spacing (overrides the format's)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--truth",
+        action="store_true",
+        help="the input's own masks as reference: agreement.csv (Dice, HD95, MSD, EF error)",
+    )
     args = parser.parse_args(argv)
     try:
         spacing = _spacing(args.spacing_mm)
@@ -282,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         recordings = list(recordings_for(args.format, args.input))
-        rows = run(recordings, model, card, args.out, spacing_override=spacing)
+        rows = run(recordings, model, card, args.out, spacing_override=spacing, truth=args.truth)
     except EchoflError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

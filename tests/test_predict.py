@@ -58,7 +58,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     save_checkpoint(base / "final.pt", model.state_dict(), meta, key)
     save_checkpoint(base / "unsigned.pt", model.state_dict(), meta)
     camus = write_site("camus-nifti", base / "CAMUS_public", recs[6:])
-    return {"base": base, "camus": camus}
+    return {"base": base, "camus": camus, "recordings": recs[6:]}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -182,3 +182,22 @@ def test_refusals_name_the_problem_and_leave_nothing(
     )
     assert "the output folder exists" in exists
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "exists", "images", "other.pub"]
+
+
+def test_truth_compares_with_the_inputs_own_masks(trained: dict) -> None:
+    """--truth on a labelled CAMUS folder: agreement.csv with Dice, HD95 and MSD (mm) per
+    structure and the EF error against the EF measured on the reference masks, which is itself
+    within 3 points of the generator's true EF (the method floor)."""
+    base = trained["base"]
+    out = base / "out-truth"
+    argv = ["--checkpoint", str(base / "unsigned.pt"), "--allow-unsigned", "--truth"]
+    argv += ["--input", str(trained["camus"]), "--format", "camus-nifti", "--out", str(out)]
+    assert main(argv) == 0
+    rows = _rows(out / "agreement.csv")
+    assert [r["recording"] for r in rows] == ["p0006_4CH", "p0007_4CH", "p0008_4CH"]
+    for r, rec in zip(rows, trained["recordings"], strict=True):
+        assert 0.3 < float(r["dice-LV"]) <= 1.0 and float(r["hd95-LV"]) > 0
+        assert float(r["msd-LV"]) <= float(r["hd95-LV"])
+        assert abs(float(r["ef_reference_percent"]) - float(rec.info["ef"])) < 3.0
+        error = float(r["ef_percent"]) - float(r["ef_reference_percent"])
+        assert float(r["ef_error"]) == pytest.approx(error, abs=0.011)

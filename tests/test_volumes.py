@@ -139,3 +139,23 @@ def test_the_flags_say_what_is_missing_or_doubtful() -> None:
     assert "several-lv-components" in measure("r", np.stack([two, es]), spacing, 0, 1)["flags"]
     with pytest.raises(ValueError, match=r"r: label maps must be \(frames, H, W\)"):
         measure("r", ed, spacing)
+
+
+def test_surface_agreement_in_millimetres() -> None:
+    """Two squares, the prediction shifted by 4 pixels (2 mm at 0.5 mm): Dice 1 - 4/20, and
+    every boundary distance at most 2 mm; a missing structure is NaN, not 0."""
+    from common.measure.agreement import agreement
+
+    truth = np.zeros((60, 60), np.uint8)
+    truth[20:40, 20:40] = Structure.LV
+    pred = np.zeros_like(truth)
+    pred[24:44, 20:40] = Structure.LV
+    got = agreement(pred, truth, (0.5, 0.5))
+    assert got["dice-LV"] == pytest.approx(1 - 4 / 20)
+    assert got["hd95-LV"] == pytest.approx(2.0, abs=0.01)  # the shifted edges, 4 px x 0.5 mm
+    assert 0 < got["msd-LV"] < 2.0
+    assert math.isnan(got["hd95-MYO"]) and math.isnan(got["dice-MYO"])
+    same = agreement(truth, truth, (0.5, 0.5))
+    assert same["dice-LV"] == 1.0 and same["hd95-LV"] == 0.0 and same["msd-LV"] == 0.0
+    in_pixels = agreement(pred, truth, None)
+    assert in_pixels["hd95-LV"] == pytest.approx(4.0, abs=0.01)
