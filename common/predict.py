@@ -16,7 +16,8 @@ signature are checked; ``--allow-unsigned`` accepts a checkpoint without a signa
 research model) and says so. Output, written into ``<out>.partial/`` and renamed into place when
 complete (nothing half-written is left): ``masks/<recording>/<frame>.png`` (mask values 0-3),
 ``overlays/<recording>.png`` (ED and ES with the outlines), ``measurements.csv`` (one row per
-recording: ``common/measure/recording.py``) and, with ``--truth`` on a labelled input,
+recording: ``common/measure/recording.py``; biplane volumes where a patient's A2C and A4C are
+both read, ``--views 2CH,4CH`` for CAMUS) and, with ``--truth`` on a labelled input,
 ``agreement.csv`` (Dice, HD95 and mean surface distance in mm per structure, EF error against
 the EF measured on the reference masks by the same method).
 """
@@ -39,7 +40,7 @@ from PIL import Image
 from common.data.preprocess import normalise, resize_image, resize_labels
 from common.errors import DataError, EchoflError
 from common.labels import Structure
-from common.measure.recording import COLUMNS, measure
+from common.measure.recording import COLUMNS, biplane, measure
 from common.model_card import ModelCard, card_from_sidecar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -57,6 +58,8 @@ class Recording:
     es: int | None = None
     truth: np.ndarray | None = None  # reference label maps (T, H, W), where the input has them
     truth_structures: tuple[Structure, ...] = ()  # the structures the reference annotates
+    case: str = ""  # the patient, where the input names one (pairs A2C with A4C)
+    view: str = ""
 
 
 def load_model(
@@ -100,12 +103,13 @@ def segment(model: torch.nn.Module, card: ModelCard, frames: np.ndarray) -> np.n
     return np.stack([resize_labels(lab, frames.shape[1:]) for lab in labels])
 
 
-def site_recordings(format: str, root: Path) -> list[Recording]:
-    """Recordings of a native-format dataset folder (one per case and view)."""
+def site_recordings(format: str, root: Path, **options: object) -> list[Recording]:
+    """Recordings of a native-format dataset folder (one per case and view); ``options`` go to
+    the format's loader (e.g. ``views=("2CH", "4CH")`` for CAMUS)."""
     from common.data.formats import load_site
 
     groups: dict[tuple[str, str], list] = {}
-    for sample in load_site(format, root, site="predict"):
+    for sample in load_site(format, root, site="predict", **options):
         groups.setdefault((sample.meta.case_id, sample.meta.view), []).append(sample)
     out = []
     for (case, view), samples in sorted(groups.items()):
@@ -122,6 +126,8 @@ def site_recordings(format: str, root: Path) -> list[Recording]:
         out.append(
             Recording(
                 name=f"{case}_{view}",
+                case=case,
+                view=view,
                 frames=np.stack([s.image for s in samples]),
                 spacing_mm=samples[0].meta.spacing_mm,
                 ed=phases.index("ED") if "ED" in phases else None,
@@ -203,6 +209,9 @@ def run(
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "overlays").mkdir(parents=True)
     rows, agreements = [], []
+    views: dict[
+        tuple[str, str], tuple[tuple[np.ndarray, np.ndarray], tuple[float, float], dict]
+    ] = {}
     started = time.perf_counter()
     try:
         for i, rec in enumerate(recordings, 1):
@@ -215,6 +224,9 @@ def run(
             row = measure(rec.name, labels, spacing, rec.ed, rec.es)
             if truth and rec.truth is not None:
                 agreements.append(_agreement(rec, labels, spacing, row))
+            if rec.view in ("2CH", "4CH") and spacing is not None and row["ed_frame"] != "":
+                phases = (labels[int(row["ed_frame"])], labels[int(row["es_frame"])])
+                views[(rec.case, rec.view)] = (phases, spacing, row)
             shown = [i for i in (row["ed_frame"], row["es_frame"]) if i != ""] or [0]
             overlay(rec.frames, labels, shown).save(partial / "overlays" / f"{rec.name}.png")
             rows.append(row)
@@ -223,6 +235,15 @@ def run(
                 f"[{i}/{len(recordings)}] {rec.name}: EF {row['ef_percent'] or '-'} % "
                 f"{row['flags'] or ''} ({rate:.1f} frames/s)"
             )
+        for (case, view), (four, spacing4, row4) in views.items():
+            if view == "4CH" and (case, "2CH") in views:
+                two, spacing2, row2 = views[(case, "2CH")]
+                try:
+                    both = biplane(four, two, spacing4, spacing2)
+                except ValueError:  # an LV missing at ED or ES in one view: no biplane value
+                    continue
+                row4.update(both)
+                row2.update(both)
         with (partial / "measurements.csv").open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(COLUMNS))
             writer.writeheader()
@@ -304,12 +325,12 @@ def dicom_recordings(root: Path) -> list[Recording]:
     return out
 
 
-def recordings_for(format: str, root: Path) -> list[Recording]:
+def recordings_for(format: str, root: Path, options: dict | None = None) -> list[Recording]:
     if format == "images":
         return image_recordings(root)
     if format == "dicom":
         return dicom_recordings(root)
-    return site_recordings(format, root)
+    return site_recordings(format, root, **(options or {}))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -320,6 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--format", default="images", help="a native format, 'images' or 'dicom'")
     parser.add_argument("--spacing-mm", help="ROW,COL pixel spacing (overrides the format's)")
+    parser.add_argument(
+        "--views",
+        help="CAMUS formats: the views to read, e.g. 2CH,4CH (both give biplane volumes)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
         "--truth",
@@ -338,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{sidecar.get('round', '?')}, {signed})",
             file=sys.stderr,
         )
-        recordings = list(recordings_for(args.format, args.input))
+        options = {} if args.views is None else {"views": tuple(args.views.split(","))}
+        recordings = recordings_for(args.format, args.input, options)
         rows = run(recordings, model, card, args.out, spacing_override=spacing, truth=args.truth)
     except EchoflError as exc:
         print(f"error: {exc}", file=sys.stderr)

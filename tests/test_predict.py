@@ -201,3 +201,54 @@ def test_truth_compares_with_the_inputs_own_masks(trained: dict) -> None:
         assert abs(float(r["ef_reference_percent"]) - float(rec.info["ef"])) < 3.0
         error = float(r["ef_percent"]) - float(r["ef_reference_percent"])
         assert float(r["ef_error"]) == pytest.approx(error, abs=0.011)
+
+
+def test_a_patients_two_views_give_biplane_volumes(trained: dict, tmp_path: Path) -> None:
+    """--views 2CH,4CH on a CAMUS tree with both views: each patient's two rows carry the same
+    biplane EDV / ESV / EF, which are the biplane method of disks on the saved ED/ES masks."""
+    import dataclasses
+
+    from common.measure.recording import biplane
+
+    vendor = get_vendor("A")
+    recs = []
+    for i in range(2):
+        four = generate_recording(
+            vendor, seed=case_seed(9, "A", i), case_id=f"q{i:04d}", size=(64, 64)
+        )
+        other = generate_recording(
+            vendor, seed=case_seed(9, "A", 10 + i), case_id="x", size=(64, 64)
+        )
+        two = dataclasses.replace(other, case_id=four.case_id, view="2CH", split=four.split)
+        recs += [four, two]
+    root = write_site("camus-nifti", tmp_path / "CAMUS_public", recs)
+    base = trained["base"]
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(base / "unsigned.pt"), "--allow-unsigned", "--input", str(root)]
+    assert main([*argv, "--format", "camus-nifti", "--views", "2CH,4CH", "--out", str(out)]) == 0
+    rows = {r["recording"]: r for r in _rows(out / "measurements.csv")}
+    assert sorted(rows) == ["q0000_2CH", "q0000_4CH", "q0001_2CH", "q0001_4CH"]
+    for case in ("q0000", "q0001"):
+        four_row, two_row = rows[f"{case}_4CH"], rows[f"{case}_2CH"]
+        keys = ("biplane_edv_ml", "biplane_esv_ml", "biplane_ef_percent")
+        assert [four_row[k] for k in keys] == [two_row[k] for k in keys] and four_row[keys[0]]
+
+        def phases(name: str) -> tuple[np.ndarray, np.ndarray]:
+            return tuple(
+                np.asarray(Image.open(out / "masks" / name / f"{t:04d}.png")) for t in (0, 1)
+            )
+
+        spacing = {
+            v: tuple(float(x) for x in rows[f"{case}_{v}"]["spacing_mm"].split("x"))
+            for v in ("2CH", "4CH")
+        }
+        # the CSV's spacing is rounded to 4 digits: compare at that precision
+        expected = biplane(
+            phases(f"{case}_4CH"), phases(f"{case}_2CH"), spacing["4CH"], spacing["2CH"]
+        )
+        assert float(four_row["biplane_edv_ml"]) == pytest.approx(
+            expected["biplane_edv_ml"], rel=2e-3
+        )
+    single = tmp_path / "single"
+    assert main([*argv, "--format", "camus-nifti", "--out", str(single)]) == 0
+    assert all(r["biplane_edv_ml"] == "" for r in _rows(single / "measurements.csv"))

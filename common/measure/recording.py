@@ -9,6 +9,9 @@ smallest LV area. Quality flags say why a value is missing or doubtful:
   it, as the method of disks cannot tell which piece is the chamber);
 - ``ef-out-of-range``: EF outside 10-85 %, beyond what a beating heart produces;
 - ``no-la``: no left atrium at ES (its area and volume are left empty).
+
+The biplane columns are filled by :func:`biplane` where the A2C and A4C recordings of one
+patient are both measured (``echofl-predict``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ COLUMNS = (
     "ef_percent",
     "la_area_es_cm2",
     "la_volume_es_ml",
+    "biplane_edv_ml",
+    "biplane_esv_ml",
+    "biplane_ef_percent",
     "flags",
 )
 
@@ -98,3 +104,21 @@ def measure(
             flags.append("no-la")
     row["flags"] = " ".join(flags)
     return row
+
+
+def biplane(
+    four: tuple[np.ndarray, np.ndarray],
+    two: tuple[np.ndarray, np.ndarray],
+    spacing4: tuple[float, float],
+    spacing2: tuple[float, float],
+) -> dict[str, float]:
+    """Biplane EDV, ESV and EF from the (ED, ES) label maps of the A4C and A2C views."""
+    from common.measure.volumes import biplane_volume_ml
+
+    edv = biplane_volume_ml(trace(four[0], spacing4), trace(two[0], spacing2))
+    esv = biplane_volume_ml(trace(four[1], spacing4), trace(two[1], spacing2))
+    return {
+        "biplane_edv_ml": round(edv, 2),
+        "biplane_esv_ml": round(esv, 2),
+        "biplane_ef_percent": round(ejection_fraction(edv, esv), 2),
+    }
