@@ -25,6 +25,7 @@ import torch
 
 from common.errors import EchoflError
 from common.files import write_atomic
+from common.version import add_version
 
 TOLERANCE = 1e-4
 OPSET = 17
@@ -124,6 +125,7 @@ def export(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_version(parser)
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--verify-key", type=Path, help="the coordinator's model-signing.pub")
     parser.add_argument("--allow-unsigned", action="store_true", help="accept no signature")

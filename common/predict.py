@@ -42,6 +42,7 @@ from common.errors import DataError, EchoflError
 from common.labels import Structure
 from common.measure.recording import COLUMNS, biplane, measure
 from common.model_card import ModelCard, card_from_sidecar
+from common.version import add_version
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _OUTLINE = {Structure.LV: (255, 60, 60), Structure.MYO: (60, 220, 60), Structure.LA: (70, 140, 255)}
@@ -335,6 +336,7 @@ def recordings_for(format: str, root: Path, options: dict | None = None) -> list
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_version(parser)
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--verify-key", type=Path, help="the coordinator's model-signing.pub")
     parser.add_argument("--allow-unsigned", action="store_true", help="accept no signature")

@@ -37,6 +37,7 @@ from common.errors import ConfigError, EchoflError
 from common.files import write_secret
 from common.labels import format_labelled_set
 from common.names import site_name_arg
+from common.version import add_version
 from fl_client.site_config import SiteConfig, check_files, load_site_config, site_config_path
 from fl_client.supernode import POLL_ENV
 
@@ -323,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fl-client", description="Run this hospital's echofl federated client."
     )
+    add_version(parser)
     parser.add_argument(
         "--site", required=True, type=site_name_arg, help="site name (its <site>.toml is read)"
     )

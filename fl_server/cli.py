@@ -44,6 +44,7 @@ from common.security.pki import (
     load_verify_key,
     make_server_cert,
 )
+from common.version import add_version
 from fl_server import proxy
 from fl_server.audit import app_digest, file_digest
 from fl_server.coordinator import CONNECTION, DEFAULT_APP_DIR, CoordinatorHome
@@ -609,6 +610,7 @@ def port_arg(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fl-server", description="echofl coordinator tool")
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_home(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

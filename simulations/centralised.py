@@ -28,6 +28,7 @@ from common.recipe import Recipe
 from common.training.loop import SegmentationTensors, resolve_device, train
 from common.training.model import build_unet
 from common.training.scoring import format_table, score_sites
+from common.version import add_version
 
 log = logging.getLogger("echofl.centralised")
 
@@ -109,6 +110,7 @@ def run(config: CentralisedConfig) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_version(parser)
     parser.add_argument("--config", required=True, type=Path, help="TOML config file")
     parser.add_argument("--epochs", type=int, help="override epochs")
     parser.add_argument("--seed", type=int, help="override seed")

@@ -23,6 +23,7 @@ from common.config import read_toml, validate_config
 from common.data.cache import load_site_cached
 from common.data.synthetic.federation import generate_federation
 from common.errors import EchoflError
+from common.version import add_version
 from simulations.experiment import ExperimentConfig
 from simulations.runs import RunContext, engine_for, execute, finished
 
@@ -158,6 +159,7 @@ def run_shift_study(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="echofl research harness")
+    add_version(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", type=Path, help="experiment TOML file")
     source.add_argument("--smoke", action="store_true", help=f"run {SMOKE_CONFIG.name}")

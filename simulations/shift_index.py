@@ -40,6 +40,7 @@ from common.recipe import Recipe
 from common.training.loop import SegmentationTensors, resolve_device, train
 from common.training.model import build_unet
 from common.training.scoring import score_sites
+from common.version import add_version
 from simulations.experiment import level_tag
 
 STRUCTURES = ("LV", "MYO", "LA")
@@ -291,6 +292,7 @@ def plot(result: dict, path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_version(parser)
     parser.add_argument("--out", type=Path, default=Path("docs/results/shift/calibration"))
     parser.add_argument("--quick", action="store_true", help="fewer cases and epochs (minutes)")
     parser.add_argument("--seed", type=int, default=0)

@@ -15,12 +15,14 @@ from pathlib import Path
 from common.config import load_config
 from common.data.synthetic.federation import FederationConfig, generate_federation
 from common.errors import EchoflError
+from common.version import add_version
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="echofl-synth", description="Generate a synthetic multi-vendor echo federation."
     )
+    add_version(parser)
     parser.add_argument("--config", type=Path, required=True, help="federation TOML file")
     parser.add_argument("--output-dir", type=Path, help="override output_dir of the config")
     parser.add_argument("--force", action="store_true", help="regenerate up-to-date sites too")
