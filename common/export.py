@@ -12,7 +12,6 @@ ONNX needs the ``export`` extra (``pip install -e ".[export]"``: onnx and onnxru
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -25,7 +24,6 @@ import torch
 
 from common.errors import EchoflError
 from common.files import write_atomic
-from common.version import add_version
 
 TOLERANCE = 1e-4
 OPSET = 17
@@ -124,11 +122,9 @@ def export(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_version(parser)
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--verify-key", type=Path, help="the coordinator's model-signing.pub")
-    parser.add_argument("--allow-unsigned", action="store_true", help="accept no signature")
+    from common.predict import model_parser
+
+    parser = model_parser(__doc__)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     try:

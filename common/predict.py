@@ -63,6 +63,16 @@ class Recording:
     view: str = ""
 
 
+def model_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of a command that applies a checkpoint (echofl-predict, echofl-export)."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    add_version(parser)
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--verify-key", type=Path, help="the coordinator's model-signing.pub")
+    parser.add_argument("--allow-unsigned", action="store_true", help="accept no signature")
+    return parser
+
+
 def load_model(
     checkpoint: Path, verify_key: Path | None, allow_unsigned: bool
 ) -> tuple[torch.nn.Module, ModelCard, dict]:
@@ -335,11 +345,7 @@ def recordings_for(format: str, root: Path, options: dict | None = None) -> list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_version(parser)
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--verify-key", type=Path, help="the coordinator's model-signing.pub")
-    parser.add_argument("--allow-unsigned", action="store_true", help="accept no signature")
+    parser = model_parser(__doc__)
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--format", default="images", help="a native format, 'images' or 'dicom'")
     parser.add_argument("--spacing-mm", help="ROW,COL pixel spacing (overrides the format's)")
