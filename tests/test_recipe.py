@@ -70,6 +70,8 @@ def test_every_leaf_has_one_flat_key() -> None:
         ({"lrr": 0.1}, "run config: lrr: unknown key (typo?)"),
         ({"local-epochs": 0}, "local-epochs: Input should be greater than or equal to 1"),
         ({"optimiser": "rmsprop"}, "optimiser: Input should be 'adam' or 'sgd'"),
+        ({"label-dropout-mode": "site-sets"}, "a federated site sees only its own"),
+        ({"label-dropout-mode": "sites"}, "Input should be 'structures' or 'site-sets'"),
     ],
 )
 def test_bad_values_name_their_flat_key(flat: dict, message: str) -> None:

@@ -74,6 +74,12 @@ def parse_run_settings(run_config: Mapping[str, Any], source: str = "run config"
     if "recipe" in flat:
         raise ConfigError(source, "recipe: unknown key (typo?)")
     recipe = recipe_from_flat({k: v for k, v in flat.items() if k in RECIPE_KEYS}, source)
+    if recipe.label_dropout.mode == "site-sets":
+        raise ConfigError(
+            source,
+            "label-dropout-mode = 'site-sets' needs every site's labelled set in one training "
+            "run (pooled runs of the harness only); a federated site sees only its own",
+        )
     options = validate_config(
         RunOptions, {k: v for k, v in flat.items() if k not in RECIPE_KEYS}, source
     )
