@@ -121,10 +121,15 @@ def test_the_report_finds_the_shortcut_and_its_removal_where_they_are(tmp_path: 
     # 10 seeds all one way: exact Wilcoxon p = 2 / 1024; Holm over the claim's 2 levels
     assert shortcut1["p"] == pytest.approx(2 / 1024)
     claim = [t for t in analysis["tests"] if (t["family"], t["a"]) == ("shortcut", "adaptive")]
+    assert len(claim) == 2
     assert [t["p_holm"] for t in claim] == pytest.approx(holm([t["p"] for t in claim]))
     assert [t["family_size"] for t in claim] == [2, 2]
     assert tests[("improvement", 1.0, "adaptive", "LD")]["verdict"] == "higher"
     assert tests[("improvement", 0.0, "adaptive", "LD")]["verdict"] == "tie"
+    # the domain-dependent part: U's deficit (0.4 at s = 1) beyond N's (none)
+    gap0, gap1 = (tests[("domain gap", s, "adaptive", "full")] for s in (0.0, 1.0))
+    assert gap0["verdict"] == "tie" and gap1["verdict"] == "higher"
+    assert gap1["diff"] == pytest.approx(0.4, abs=0.02)
     # InstanceNorm has no shortcut here, and label dropout on top of it costs a little
     assert tests[("shortcut", 1.0, "IN", "full")]["verdict"] == "tie"
     assert tests[("improvement", 1.0, "IN", "IN LD")]["verdict"] == "lower"
@@ -218,7 +223,8 @@ def test_a_tiny_shift_study_runs_resumes_and_reports_from_finished_runs(tmp_path
     results = sorted((tmp_path / "runs").glob("sh-s*/runs/*/seed-0/result.json"))
     assert len(results) == 4  # 2 levels x 2 conditions
     analysis = json.loads((tmp_path / "runs" / "sh" / "report" / "analysis.json").read_text())
-    assert analysis["levels"] == [0.0, 1.0] and len(analysis["tests"]) == 2  # a shortcut test each
+    families = sorted(t["family"] for t in analysis["tests"])
+    assert analysis["levels"] == [0.0, 1.0] and families == ["domain gap"] * 2 + ["shortcut"] * 2
     results[0].unlink()
     second = subprocess.run(
         [*command, "--report-only"], capture_output=True, text=True, timeout=600, cwd=tmp_path
