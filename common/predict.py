@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 
 from common.data.preprocess import normalise, resize_image, resize_labels
+from common.data.synthetic.contact_sheet import outlined
 from common.errors import DataError, EchoflError
 from common.labels import Structure
 from common.measure.recording import COLUMNS, biplane, measure
@@ -45,7 +46,6 @@ from common.model_card import ModelCard, card_from_sidecar
 from common.version import add_version
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-_OUTLINE = {Structure.LV: (255, 60, 60), Structure.MYO: (60, 220, 60), Structure.LA: (70, 140, 255)}
 
 
 @dataclass
@@ -186,15 +186,8 @@ def overlay(frames: np.ndarray, labels: np.ndarray, indices: Sequence[int]) -> I
     for t in indices:
         gray = frames[t]
         span = float(gray.max() - gray.min()) or 1.0
-        rgb = np.repeat(((gray - gray.min()) / span * 255).astype(np.uint8)[..., None], 3, axis=2)
-        for structure, colour in _OUTLINE.items():
-            m = labels[t] == int(structure)
-            inner = m.copy()
-            inner[1:-1, 1:-1] = (
-                m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
-            )
-            rgb[m & ~inner] = colour
-        tiles.append(rgb)
+        scaled = Image.fromarray(((gray - gray.min()) / span * 255).astype(np.uint8))
+        tiles.append(np.asarray(outlined(scaled, Image.fromarray(labels[t]))))
     return Image.fromarray(np.concatenate(tiles, axis=1))
 
 

@@ -45,7 +45,7 @@ def _physical(frame: np.ndarray, spacing: tuple[float, float], resample: int) ->
     return Image.fromarray(frame).resize(size, resample)
 
 
-def _outlined(gray: Image.Image, labels: Image.Image) -> Image.Image:
+def outlined(gray: Image.Image, labels: Image.Image) -> Image.Image:
     """RGB copy of ``gray`` with one-pixel outlines of each labelled structure."""
     rgb = np.repeat(np.asarray(gray)[..., None], 3, axis=2).copy()
     lab = np.asarray(labels)
@@ -106,7 +106,7 @@ def save_contact_sheet(
             ]
             tiles += [(grays[0].convert("RGB"), f"ED {caption}"), (grays[1].convert("RGB"), "ES")]
             tiles += [
-                (_outlined(g, lab), phase)
+                (outlined(g, lab), phase)
                 for g, lab, phase in zip(grays, labs, ("ED labels", "ES labels"), strict=True)
             ]
         rows.append(tiles)
