@@ -337,8 +337,8 @@ def recordings_for(format: str, root: Path, options: dict | None = None) -> list
     return site_recordings(format, root, **(options or {}))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = model_parser(__doc__)
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """What to segment and where to write it (echofl-predict, fl-client predict)."""
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--format", default="images", help="a native format, 'images' or 'dicom'")
     parser.add_argument("--spacing-mm", help="ROW,COL pixel spacing (overrides the format's)")
@@ -352,15 +352,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the input's own masks as reference: agreement.csv (Dice, HD95, MSD, EF error)",
     )
-    args = parser.parse_args(argv)
+
+
+def predict_with(
+    args: argparse.Namespace, checkpoint: Path, verify_key: Path | None, allow_unsigned: bool
+) -> int:
+    """Apply ``checkpoint`` to ``args.input`` (see :func:`add_input_arguments`); exit code."""
     try:
         spacing = _spacing(args.spacing_mm)
-        model, card, sidecar = load_model(args.checkpoint, args.verify_key, args.allow_unsigned)
-        signed = (
-            "signature verified" if args.verify_key else "UNSIGNED, accepted by --allow-unsigned"
-        )
+        model, card, sidecar = load_model(checkpoint, verify_key, allow_unsigned)
+        signed = "signature verified" if verify_key else "UNSIGNED, accepted by --allow-unsigned"
         print(
-            f"model: {args.checkpoint} (run {sidecar.get('run', '?')}, round "
+            f"model: {checkpoint} (run {sidecar.get('run', '?')}, round "
             f"{sidecar.get('round', '?')}, {signed})",
             file=sys.stderr,
         )
@@ -373,6 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     flagged = sum(1 for r in rows if r["flags"])
     print(f"{len(rows)} recording(s) -> {args.out}/measurements.csv ({flagged} with flags)")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = model_parser(__doc__)
+    add_input_arguments(parser)
+    args = parser.parse_args(argv)
+    return predict_with(args, args.checkpoint, args.verify_key, args.allow_unsigned)
 
 
 if __name__ == "__main__":

@@ -321,8 +321,15 @@ def with_group_cleanup(pgid: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["predict"]:  # fl-client predict --site X ...: the site's model, offline
+        from fl_client.predict import main as predict
+
+        return predict(argv[1:])
     parser = argparse.ArgumentParser(
-        prog="fl-client", description="Run this hospital's echofl federated client."
+        prog="fl-client",
+        description="Run this hospital's echofl federated client "
+        "(`fl-client predict --help`: segment recordings with the site's final model).",
     )
     add_version(parser)
     parser.add_argument(

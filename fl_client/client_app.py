@@ -4,7 +4,9 @@
 * ``train``: load the global weights, train one round with the run's recipe (label dropout on
   the structures the coordinator says are partially labelled), reply weights + scalar metrics
   (``num-examples`` = training images);
-* ``evaluate``: Dice per structure and loss of the global weights on one split.
+* ``evaluate``: Dice per structure and loss of the global weights on one split;
+* ``query.final_model``: the run's signed final model, verified against the coordinator's key
+  the site configured and kept for ``fl-client predict`` (:mod:`fl_client.models`).
 
 Message layouts are :mod:`common.federation.protocol`'s; the ML is
 :mod:`common.federation.site_round`'s. Handlers decode, call, encode. Failures are caught: the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from flwr.app import (
@@ -32,21 +35,26 @@ from flwr.clientapp import ClientApp
 
 from common.config import SiteSpec
 from common.data.site_data import SiteData
-from common.errors import EchoflError
+from common.errors import ConfigError, EchoflError
 from common.federation import protocol
 from common.federation.protocol import (
     ARRAYS,
     CONFIG,
     METRICS,
+    MODEL_CARD,
+    MODEL_FILE,
     EvaluateInstruction,
+    FinalModel,
     SiteDescription,
     TrainInstruction,
 )
 from common.federation.run_settings import RunSettings, parse_run_settings
 from common.federation.site_round import evaluate_site, train_site
+from common.security.pki import load_verify_key
 from common.training.loop import resolve_device
 from common.training.model import load_unet
 from fl_client.faults import before_training, corrupt, inflate_claims, parse_faults
+from fl_client.models import store_final_model
 from fl_client.site import cache_dir_for, resolve_site, site_data
 
 log = logging.getLogger("echofl.client")
@@ -177,6 +185,23 @@ def train(msg: Message, context: Context) -> Message:
             METRICS: MetricRecord(inflate_claims(spec.name, metrics, faults)),
         }
     )
+    return Message(content=content, reply_to=msg)
+
+
+@app.query(protocol.FINAL_MODEL_ACTION)
+@_guarded
+def final_model(msg: Message, context: Context) -> Message:
+    _site_log(context.node_config.get("log-file"))
+    key_file = str(context.node_config.get("model-verify-key", ""))
+    models_dir = str(context.node_config.get("models-dir", ""))
+    if not key_file or not models_dir:
+        raise ConfigError(
+            "site config", "no model_verify_key / models_dir: the final model is not stored"
+        )
+    model = FinalModel.from_records(msg.content[MODEL_FILE], msg.content[MODEL_CARD])
+    stored = store_final_model(model, load_verify_key(Path(key_file)), Path(models_dir))
+    log.info("final model of run %s verified and stored: %s", model.sidecar.get("run"), stored)
+    content = RecordDict({protocol.STORED: ConfigRecord({"sha256": model.sidecar["sha256"]})})
     return Message(content=content, reply_to=msg)
 
 

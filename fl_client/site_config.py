@@ -16,6 +16,9 @@ Example (relative paths are relative to the file's folder)::
     audit_log = "logs/audit.jsonl"                  # what this site ran or refused (append-only)
     trusted_apps = ["<sha256 of the app bundle>"]   # the only code this site executes
     task_timeout_s = 3600                           # a task running longer is stopped
+    model_verify_key = "model-signing.pub"          # the coordinator's model-signing key: the
+                                                    # final model it sends is kept only if it
+    models_dir = "models"                           # verifies; kept here for fl-client predict
 
     [loader_options]                                # passed to the format's loader
     fold = 1
@@ -43,7 +46,7 @@ from common.data.preprocess import PreprocessConfig
 from common.errors import ConfigError
 from common.labels import LabelledSet, parse_labelled_set
 from common.recipe import Recipe
-from common.security.pki import check_ca_certificate, check_site_key
+from common.security.pki import check_ca_certificate, check_site_key, load_verify_key
 
 
 def _app_hash(value: str) -> str:
@@ -87,6 +90,11 @@ class SiteConfig(StrictModel):
     # the preprocessing `--check` warms the cache with: the run config's default (image-size,
     # normalisation); set it to what the coordinator's runs use so the first round hits the cache
     preprocess: PreprocessConfig = Field(default_factory=lambda: Recipe().preprocess)
+    # the coordinator's model-signing public key: the final model it sends at the end of a run
+    # is kept (in models_dir, for `fl-client predict`) only if its signature verifies with it;
+    # without one the site stores no model
+    model_verify_key: Path | None = None
+    models_dir: Path = Path("models")
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -108,6 +116,8 @@ class SiteConfig(StrictModel):
                 "log_file": absolute(self.log_file),
                 "flwr_home": absolute(self.flwr_home),
                 "audit_log": absolute(self.audit_log),
+                "model_verify_key": absolute(self.model_verify_key),
+                "models_dir": absolute(self.models_dir),
             }
         )
 
@@ -141,6 +151,8 @@ class SiteConfig(StrictModel):
             "labelled": ",".join(s.name for s in sorted(self.labelled)) if self.labelled else "",
             "loader-options": json.dumps(self.loader_options),
             "log-file": str(self.log_file or ""),
+            "model-verify-key": str(self.model_verify_key or ""),
+            "models-dir": str(self.models_dir),
         }
         return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
 
@@ -170,6 +182,8 @@ def check_files(config: SiteConfig, source: Path) -> None:
             f"private key is readable by others (mode "
             f"{mode:o}); run: chmod 600 {config.private_key}",
         )
+    if config.model_verify_key is not None:
+        load_verify_key(config.model_verify_key)  # names the file when missing or not a key
     if not config.data_dir.is_dir():
         raise ConfigError(source, f"data_dir {config.data_dir} does not exist or is not a folder")
 

@@ -114,6 +114,8 @@ def site_template(site: str, coordinator: str) -> str:
             "coordinator": coordinator,
             "ca_certificate": "ca.crt",
             "private_key": "site.key",
+            # the final model the coordinator sends is kept only if it verifies with this key
+            "model_verify_key": "model-signing.pub",
         }
     )
     return (
@@ -129,6 +131,7 @@ flwr_home = "flwr"               # where Flower unpacks the app it receives (mus
 runtime_port = 9094
 log_file = "logs/fl-client.log"
 audit_log = "logs/audit.jsonl"   # every task this site executed or refused, with the app's hash
+models_dir = "models"            # the verified final models, for `fl-client predict`
 # The only app bundles this site executes (SHA-256). Compute the hash yourself from the echofl
 # release you reviewed (`fl-server app-hash --app-dir /path/to/echofl`) and check that it is the
 # one the coordinator announces; until an app is listed here, every task is refused.
@@ -138,12 +141,14 @@ trusted_apps = []
 
 
 def write_bundle(home: CoordinatorHome, site: str, host: str, port: int) -> Path:
-    """What a hospital receives: the CA certificate, its key and a config template."""
+    """What a hospital receives: the CA certificate, its key, the model-signing public key and a
+    config template."""
     bundle = home.bundle(site)
     bundle.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(home.pki.ca_cert, bundle / "ca.crt")
     write_atomic(bundle / "site.key", home.pki.site_key(site).read_bytes(), private=True)
     shutil.copyfile(home.pki.site_pub(site), bundle / "site.pub")
+    shutil.copyfile(home.pki.signing_pub, bundle / "model-signing.pub")
     write_atomic(bundle / f"{site}.toml", site_template(site, f"{host}:{port}").encode())
     return bundle
 
@@ -179,7 +184,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     for site in args.site:
         _say(
             f"  site {site}: give the hospital {home.bundle(site)} (ca.crt, site.key, "
-            f"{site}.toml); then: fl-server register --home {home.root} --site {site}"
+            f"model-signing.pub, {site}.toml); then: fl-server register --home {home.root} "
+            f"--site {site}"
         )
     if args.expose_control_api:
         print(EXPOSED.format(host=args.listen_host, port=args.port))

@@ -9,7 +9,9 @@
    checkpointed (and kept as ``best.pt`` when the sites' mean validation Dice on their own
    labels improves);
 5. score the final model on every site's test split; write ``summary.json`` and print the
-   per-site, per-structure table.
+   per-site, per-structure table;
+6. send the signed final model to every connected site, which verifies and keeps it for
+   ``fl-client predict`` (:mod:`fl_server.delivery`; only when the coordinator signs).
 
 Everything goes to ``output-dir``: ``metrics.jsonl`` (every round x site x structure),
 ``checkpoints/``, ``summary.json``.
@@ -45,6 +47,7 @@ from common.training.class_slices import class_owners
 from common.training.model import build_unet, required_divisor
 from common.training.scoring import format_table
 from fl_server.admission import SiteAdmission
+from fl_server.delivery import deliver_final_model
 from fl_server.metrics_log import MetricsLog, read_metrics_log
 from fl_server.negotiation import (
     FederationError,
@@ -245,6 +248,29 @@ class FederatedRun:
         self.checkpoint(server_round, arrays, validation, clock)
         return arrays
 
+    def distribute(self, final: Path) -> dict[str, str]:
+        """The signed final model to every connected site (site -> "stored" or its reason)."""
+        s = self.settings
+        if not s.distribute_model:
+            return {}
+        if self.signing_key is None:
+            say("final model not sent to the sites: the coordinator signs no models here")
+            return {}
+        nodes = {n: self.admission.name_of(n) for n in self.grid.get_node_ids()}
+        nodes = {n: name for n, name in nodes.items() if n in self.admission.sites}
+        outcome = deliver_final_model(self.grid, final, nodes, s.round_timeout, say)
+        for site, result in sorted(outcome.items()):
+            self.log.event("model-delivered", site=site, result=result)
+            if self.audit is not None:
+                self.audit.record(
+                    "model-delivered",
+                    run=self.out.name,
+                    site=site,
+                    result=result,
+                    sha256=hashlib.sha256(final.read_bytes()).hexdigest(),
+                )
+        return outcome
+
     def run(self) -> None:
         s = self.settings
         started = time.perf_counter()
@@ -310,6 +336,7 @@ class FederatedRun:
                 EvaluateInstruction("test", s.num_server_rounds),
                 s.round_timeout,
             )
+        delivered = self.distribute(self.checkpoints / "final.pt")
         rows = _final_test_rows(self.log.path, s.num_server_rounds)
         summary = {
             "rounds": s.num_server_rounds,
@@ -321,6 +348,7 @@ class FederatedRun:
             "seconds": round(time.perf_counter() - started, 2),
             "test": {r["site"]: r for r in rows},
             "test_aggregate": test,
+            "final_model_delivered": delivered,
         }
         write_atomic(self.out / "summary.json", json.dumps(summary, indent=2, default=str).encode())
         table = format_table({r["site"]: protocol.metrics_to_row(r) for r in rows}, scored_on=True)

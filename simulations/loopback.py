@@ -111,6 +111,8 @@ class Cluster:
                     "format": fmt,
                     "ca_certificate": str(bundle / "ca.crt"),
                     "private_key": str(bundle / "site.key"),
+                    "model_verify_key": str(bundle / "model-signing.pub"),
+                    "models_dir": str(self.models_dir(site)),
                     "cache_dir": str(base / f"cache-{site}"),
                     "runtime_port": free_port(),
                     "log_file": str(base / f"{site}.log"),
@@ -120,6 +122,10 @@ class Cluster:
                 }
             )
             (self.sites_dir / f"{site}.toml").write_text(tomli_w.dumps(config))
+
+    def models_dir(self, site: str) -> Path:
+        """Where ``site`` keeps the final models the coordinator sends."""
+        return self.base / f"models-{site}"
 
     def audit_path(self, site: str) -> Path:
         return self.base / f"audit-{site}.jsonl"

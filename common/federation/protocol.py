@@ -15,6 +15,10 @@ Message layouts (record name: contents):
 * evaluate, coordinator -> site: ``arrays`` and ``config`` (:class:`EvaluateInstruction`).
   Site -> coordinator: ``metrics`` (``num-examples``, ``loss`` and the score keys, plain and
   ``full-``).
+* query.final_model (once, after the last round, when the coordinator signs its models),
+  coordinator -> site: ``model-file`` (one uint8 array ``bytes``: ``final.pt`` exactly as
+  written) and ``model-card`` (``sidecar``: its signed JSON sidecar): :class:`FinalModel`.
+  Site -> coordinator: ``stored`` (``sha256`` of what it verified and kept).
 
 Only what the coordinator decides per round travels in ``config`` (round number, the
 structures partially labelled across the federation, the split to score); everything else is
@@ -32,6 +36,7 @@ model's names, shapes and dtypes and refuses anything else with :class:`Protocol
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +51,9 @@ from common.training.metrics import STRUCTURES, SegmentationScores
 
 ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"
 SITE, COUNTS = "site", "counts"
+FINAL_MODEL_ACTION = "final_model"  # message type query.final_model
+MODEL_FILE, MODEL_CARD, STORED = "model-file", "model-card", "stored"
+MAX_MODEL_BYTES = 512 << 20  # a final model larger than this is refused, not written
 SPLITS = ("train", "val", "test")
 NUM_EXAMPLES = "num-examples"
 FULL = "full-"
@@ -237,6 +245,40 @@ class EvaluateInstruction:
         if split not in SPLITS:
             raise ProtocolError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
         return cls(split=split, server_round=int(config.get("server-round", 0)))
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """The run's final model as the coordinator wrote and signed it: the bytes of its weights
+    file and its sidecar (``common.security.checkpoint``). The site verifies both itself."""
+
+    weights: bytes
+    sidecar: dict[str, Any]
+
+    def to_records(self) -> dict[str, dict[str, Any]]:
+        return {
+            MODEL_FILE: {"bytes": np.frombuffer(self.weights, dtype=np.uint8)},
+            MODEL_CARD: {"sidecar": json.dumps(self.sidecar, sort_keys=True)},
+        }
+
+    @classmethod
+    def from_records(cls, files: Mapping[str, Any], card: Mapping[str, Any]) -> FinalModel:
+        if set(files) != {"bytes"}:
+            raise ProtocolError(f"final model: expected one array 'bytes', got {sorted(files)}")
+        data = _numpy(files["bytes"])
+        if data.dtype != np.uint8 or data.ndim != 1:
+            raise ProtocolError(f"final model: bytes are {data.dtype} {data.shape}, not uint8 (n,)")
+        if data.size > MAX_MODEL_BYTES:
+            raise ProtocolError(
+                f"final model of {data.size} bytes refused (limit {MAX_MODEL_BYTES})"
+            )
+        try:
+            sidecar = json.loads(str(card["sidecar"]))
+        except (KeyError, json.JSONDecodeError) as exc:
+            raise ProtocolError(f"final model: unreadable sidecar ({exc})") from None
+        if not isinstance(sidecar, dict):
+            raise ProtocolError("final model: the sidecar is not a JSON object")
+        return cls(weights=data.tobytes(), sidecar=sidecar)
 
 
 # -- weights -------------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ class RunOptions(StrictModel):
     save_updates: bool = Field(False, alias="save-updates")
     full_labels: bool = Field(False, alias="full-labels")  # research: train on full truth
     signing_key: str = Field("", alias="signing-key")  # coordinator: sign every checkpoint
+    # send the signed final model to every connected site at the end (fl_server.delivery)
+    distribute_model: bool = Field(True, alias="distribute-model")
     verify_key: str = Field("", alias="verify-key")  # public key for initial-checkpoint
     initial_checkpoint: str = Field("", alias="initial-checkpoint")  # fine-tune from a model
     site_registry: str = Field("", alias="site-registry")  # coordinator: name -> node id

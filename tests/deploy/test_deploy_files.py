@@ -88,7 +88,11 @@ SERVER_SUBCOMMANDS = {
 def _tool_flags() -> dict[str, set[str]]:
     from common.data.synthetic import cli as synth_cli
 
-    return {"fl-client": _help_flags(client_cli.main), "echofl-synth": _help_flags(synth_cli.main)}
+    return {
+        "fl-client": _help_flags(client_cli.main),
+        "fl-client predict": _help_flags(lambda argv: client_cli.main(["predict", *argv])),
+        "echofl-synth": _help_flags(synth_cli.main),
+    }
 
 
 TOOL_FLAGS = _tool_flags()
@@ -136,6 +140,9 @@ def test_every_quoted_subcommand_and_flag_exists() -> None:
             assert sub in SERVER_SUBCOMMANDS, f"{where}: unknown subcommand fl-server {sub}"
             allowed, flags = SERVER_SUBCOMMANDS[sub], args[1:]
             seen.add(sub)
+        elif tool == "fl-client" and args[:1] == ["predict"]:
+            allowed, flags = TOOL_FLAGS["fl-client predict"], args[1:]
+            seen.add("fl-client predict")
         else:
             allowed, flags = TOOL_FLAGS[tool], args
         for flag in flags:
@@ -143,7 +150,7 @@ def test_every_quoted_subcommand_and_flag_exists() -> None:
                 name = flag.split("=")[0]
                 assert name in allowed, f"{where}: {tool} {' '.join(args[:1])}: no flag {name}"
     # the guides walk through every subcommand
-    assert seen == set(SERVER_SUBCOMMANDS)
+    assert seen == set(SERVER_SUBCOMMANDS) | {"fl-client predict"}
 
 
 def coordinator_home(root: Path) -> Path:
@@ -599,7 +606,7 @@ def test_systemd_units(name: str, command: list[str]) -> None:
         # which site-file paths it needs, all in its writable folders; the guide gives the same
         assert not [v for v in all_values(text, "Environment") if v.startswith("FLWR_HOME=")]
         needed = dict(re.findall(r'^#\s+(\w+) = "([^"]+)"$', text, flags=re.M))
-        assert set(needed) == {"cache_dir", "log_file", "flwr_home", "audit_log"}
+        assert set(needed) == {"cache_dir", "log_file", "flwr_home", "audit_log", "models_dir"}
         for key, value in needed.items():
             assert any(Path(value).is_relative_to(w) for w in writable), key
         systemd_block = hospital_toml_blocks()[1]

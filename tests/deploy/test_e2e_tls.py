@@ -267,6 +267,35 @@ def test_final_model_verifies_and_tampering_is_refused(deployment: dict) -> None
     assert "checkpoint was signed as 'round-0000.pt', not 'final.pt'" in check.stderr
 
 
+def test_every_site_keeps_the_verified_final_model_and_predicts_offline(
+    deployment: dict,
+) -> None:
+    """The coordinator sent final.pt to the three sites at the end of run e2e; each kept the
+    coordinator's bytes; after every process stopped, site A segments its own recordings."""
+    base, home = deployment["base"], deployment["home"]
+    final = home / "runs" / "e2e" / "checkpoints" / "final.pt"
+    summary = json.loads((home / "runs" / "e2e" / "summary.json").read_text())
+    assert summary["final_model_delivered"] == {"A": "stored", "B": "stored", "D": "stored"}
+    for site in ("A", "B", "D"):
+        kept = base / f"models-{site}" / "e2e" / "final.pt"
+        assert kept.read_bytes() == final.read_bytes()
+    assert not (base / "models-X").exists()  # the unregistered hospital received nothing
+    delivered = [r for r in deployment["rows"] if r.get("event") == "model-delivered"]
+    assert sorted(r["site"] for r in delivered) == ["A", "B", "D"]
+    out = base / "predicted-A"
+    predict = cli(
+        "fl-client", "predict", "--site", "A", "--config-dir", str(base / "sites"),
+        "--run", "e2e", "--input", str(base / "data" / "A"), "--format", "camus-nifti",
+        "--out", str(out), "--truth", timeout=300,
+    )  # fmt: skip
+    assert predict.returncode == 0, predict.stderr
+    assert "run e2e, round 2, signature verified" in predict.stderr
+    rows = (out / "measurements.csv").read_text().splitlines()
+    patients = [p for p in (base / "data" / "A" / "database_nifti").iterdir() if p.is_dir()]
+    assert len(rows) == 1 + len(patients) == 11  # a header, a row per patient (the 4CH view)
+    assert (out / "agreement.csv").is_file()
+
+
 def test_a_stranger_with_the_ca_certificate_cannot_register_or_launch(deployment: dict) -> None:
     """Through the sites' address (the fleet-only proxy), with only ca.crt: no key is
     registered and no run is launched; the Control and Runtime APIs answer 404 there."""
