@@ -114,14 +114,25 @@ def segment(model: torch.nn.Module, card: ModelCard, frames: np.ndarray) -> np.n
     return np.stack([resize_labels(lab, frames.shape[1:]) for lab in labels])
 
 
-def site_recordings(format: str, root: Path, **options: object) -> list[Recording]:
+def site_recordings(
+    format: str,
+    root: Path,
+    *,
+    split: str | None = None,
+    max_cases: int | None = None,
+    **options: object,
+) -> list[Recording]:
     """Recordings of a native-format dataset folder (one per case and view); ``options`` go to
-    the format's loader (e.g. ``views=("2CH", "4CH")`` for CAMUS)."""
+    the format's loader (e.g. ``views=("2CH", "4CH")`` for CAMUS). ``split`` keeps one split's
+    cases, ``max_cases`` the first N cases of each split (as a site spec's ``max_cases``)."""
     from common.data.formats import load_site
+    from common.data.selection import limit_cases
 
+    samples = limit_cases(load_site(format, root, site="predict", **options), max_cases)
     groups: dict[tuple[str, str], list] = {}
-    for sample in load_site(format, root, site="predict", **options):
-        groups.setdefault((sample.meta.case_id, sample.meta.view), []).append(sample)
+    for sample in samples:
+        if split is None or sample.meta.split == split:
+            groups.setdefault((sample.meta.case_id, sample.meta.view), []).append(sample)
     out = []
     for (case, view), samples in sorted(groups.items()):
         samples.sort(

@@ -37,6 +37,7 @@ import numpy as np
 
 from common.data.formats import format_module
 from common.labels import Structure
+from simulations.clinical import clinical_markdown
 from simulations.experiment import Condition, ExperimentConfig, level_tag
 from simulations.study import STRUCTURES, Cell, cohen_dz, holm, paired, per_seed, wilcoxon_p
 
@@ -383,6 +384,11 @@ def write_shift_report(
             f"{head}\n\n**In progress: {progress[0]} of {progress[1]} runs finished**; the "
             "tables and tests below use those only.\n\n" + body
         )
+    names = [c.name for c in config.conditions]
+    for level in sorted(per_level):
+        section = clinical_markdown(per_level[level], names)
+        if section:
+            text += section.replace("native resolution\n", f"native resolution, s = {level:g}\n")
     if overlays:
         text += (
             "\n## Overlays (each level's report, the shifted sites)\n\n"

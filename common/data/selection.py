@@ -13,7 +13,7 @@ from common.errors import ConfigError
 from common.labels import LabelledSet, format_labelled_set, labelled_vector
 
 
-def _limit_cases(samples: list[Sample], max_cases: int | None) -> list[Sample]:
+def limit_cases(samples: list[Sample], max_cases: int | None) -> list[Sample]:
     if max_cases is None:
         return samples
     keep: set[tuple[str, str]] = set()
@@ -41,7 +41,7 @@ def build_site_arrays(
     samples: list[Sample], spec: SiteSpec, preprocess: PreprocessConfig
 ) -> SiteData:
     """Preprocess loaded samples into a :class:`SiteData` (no disk access)."""
-    samples = _limit_cases(samples, spec.max_cases)
+    samples = limit_cases(samples, spec.max_cases)
     pairs = _restrict(samples, spec)
     n, (h, w) = len(pairs), preprocess.size
     images = np.empty((n, h, w), np.float32)

@@ -350,7 +350,12 @@ def test_the_audit_trail_records_who_did_what(deployment: dict) -> None:
     audit = read_audit(deployment["home"] / "audit.jsonl")
     written = [e for e in audit if e["event"] == "checkpoint-written"]
     admitted = [e for e in audit if e["event"] == "site-admitted"]
-    audit = [e for e in audit if e["event"] not in ("checkpoint-written", "site-admitted")]
+    delivered = [e for e in audit if e["event"] == "model-delivered"]
+    audit = [
+        e
+        for e in audit
+        if e["event"] not in ("checkpoint-written", "site-admitted", "model-delivered")
+    ]
     events = [(e["event"], e.get("site") or e.get("run")) for e in audit]
     assert events == [
         ("site-registered", "A"),
@@ -368,6 +373,10 @@ def test_the_audit_trail_records_who_did_what(deployment: dict) -> None:
     final = deployment["home"] / "runs" / "e2e" / "checkpoints" / "final.pt"
     finished = next(e for e in audit if e["event"] == "run-finished")
     assert finished["final_sha256"] == file_digest(final)
+    # and to whom it sent the final model, with its digest and each site's answer
+    assert [(e["site"], e["result"], e["sha256"]) for e in delivered if e["run"] == "e2e"] == [
+        (site, "stored", finished["final_sha256"]) for site in ("A", "B", "D")
+    ]
     # the ServerApp adds each admission and every checkpoint it wrote, with its digest
     assert sorted((e["run"], e["site"]) for e in admitted) == [
         (run, site) for run in ("e2e", "liar") for site in ("A", "B", "D")

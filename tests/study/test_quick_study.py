@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,15 @@ def test_quick_variant_runs_every_condition_and_seed(study: dict) -> None:
     assert len(pairs) == 6 * 2
     assert (study["work"] / "data" / "tiny-quick" / "A").is_dir()  # its own data folder
     assert not (study["work"] / "data" / "tiny").exists()
+    # one model for every site (not local): also scored as a clinician uses it, natively
+    for r in study["results"]:
+        if r["kind"] == "local":
+            assert "clinical" not in r
+            continue
+        assert set(r["clinical"]) == {"A", "B", "C", "U"}
+        for row in r["clinical"].values():
+            assert row and all(math.isfinite(v) and v >= 0 for v in row.values())
+        assert r["clinical"]["A"]["ef-n"] >= 1 and "hd95-LV" in r["clinical"]["A"]
 
 
 def test_report_has_every_section_and_figure(study: dict) -> None:

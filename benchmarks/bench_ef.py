@@ -1,0 +1,261 @@
+"""Ejection fraction from a federated model against the method floor, per vendor; and the
+speed of prediction on CPU.
+
+    python benchmarks/bench_ef.py [--level 1.0] [--cases 20] [--out benchmarks/results/ef]
+
+1. **The model**: among the best checkpoints of the shift-federated study's partially labelled
+   runs at shift level ``--level`` (``runs/shift-federated-s100/runs/federated-adaptive-ce*/
+   seed-*/checkpoints/best.pt``: ``simulations/configs/shift-federated.toml``), the one whose
+   sidecar records the highest validation score: chosen on validation, never on test.
+2. **Held-out recordings**: ``--cases`` new synthetic cases per vendor, from a generator seed no
+   training case used: vendors A, B and C rendered as the run's sites were (B and C at the level's
+   shift), and D and U, which no site had. ED and ES at each vendor's own export size, each with
+   its true EF (the generator's, from the analytic heart: single-plane area-length).
+3. **EF**: single-plane method of disks (``common/measure``) on the predicted masks and on the
+   true masks (the *method floor*: what the method gives with perfect segmentation), both against
+   the true EF. Per vendor: mean absolute error of each, their difference, and the goals of
+   issue 13 (model within 1.5 EF points of the floor, and at most 5). A Bland-Altman plot of the
+   model's EF against the true EF (``bland-altman.png``) and ``results.md`` / ``ef.json``.
+4. **Speed** of the default model (``Recipe()``'s network and image size; random weights: speed
+   does not depend on them): images per second segmented on CPU in batches of 16 frames, and
+   the time to the first result for one 16-frame recording, ``echofl-predict`` in a fresh process
+   (imports, model, reading, segmenting, measuring, writing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.data.synthetic.generator import case_seed, generate_recording
+from common.data.synthetic.shift import DomainShift
+from common.data.synthetic.vendors import get_vendor
+from common.federation import protocol
+from common.measure.recording import measure
+from common.model_card import card_meta
+from common.predict import load_model, segment
+from common.recipe import Recipe
+from common.security.checkpoint import read_sidecar, save_checkpoint
+from common.training.model import build_unet
+
+REPO = Path(__file__).resolve().parents[1]
+HELD_OUT_SEED = 9_999  # the study's sites use seed 0: no held-out case is a training case
+SHIFTED = ("B", "C")  # the study's shifted sites (shift-federated.toml [shift] sites)
+VENDORS = ("A", "B", "C", "D", "U")
+GOAL_TO_FLOOR, GOAL_ABSOLUTE = 1.5, 5.0
+
+
+def choose_model(level: float) -> tuple[Path, float]:
+    tag = f"s{round(level * 100):03d}"
+    pattern = f"runs/shift-federated-{tag}/runs/federated-adaptive-ce*/seed-*/checkpoints/best.pt"
+    scored = []
+    for path in sorted(REPO.glob(pattern)):
+        score = protocol.mean_dice(read_sidecar(path).get("validation", {}))
+        if math.isfinite(score):
+            scored.append((score, path))
+    if not scored:
+        raise SystemExit(
+            f"no checkpoint matches {pattern}: run simulations/configs/shift-federated.toml first"
+        )
+    score, path = max(scored)
+    return path, score
+
+
+def ef_of(labels: np.ndarray, spacing: tuple[float, float]) -> float:
+    row = measure("case", labels, spacing, ed=0, es=1)
+    return float(row["ef_percent"]) if row["ef_percent"] != "" else math.nan
+
+
+def ef_table(checkpoint: Path, level: float, cases: int) -> dict[str, list[dict[str, float]]]:
+    model, card, _ = load_model(checkpoint, None, allow_unsigned=True)
+    out: dict[str, list[dict[str, float]]] = {}
+    for vendor in VENDORS:
+        shift = DomainShift(strength=level) if vendor in SHIFTED else None
+        rows = []
+        for i in range(cases):
+            rec = generate_recording(
+                get_vendor(vendor),
+                seed=case_seed(HELD_OUT_SEED, vendor, i),
+                case_id=f"{vendor}{i:03d}",
+                n_frames=2,
+                split="test",
+                shift=shift,
+            )
+            predicted = segment(model, card, rec.frames)
+            rows.append(
+                {
+                    "truth": float(rec.info["ef"]),
+                    "floor": ef_of(rec.labels, rec.spacing_mm),
+                    "model": ef_of(predicted, rec.spacing_mm),
+                }
+            )
+        out[vendor] = rows
+    return out
+
+
+def summarise(table: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+    summary = {}
+    for vendor, rows in table.items():
+        truth = np.array([r["truth"] for r in rows])
+        floor = np.array([r["floor"] for r in rows])
+        model = np.array([r["model"] for r in rows])
+        measured = np.isfinite(model)
+        model_mae = float(np.mean(np.abs(model[measured] - truth[measured])))
+        floor_mae = float(np.mean(np.abs(floor - truth)))
+        bias = model[measured] - truth[measured]
+        summary[vendor] = {
+            "cases": len(rows),
+            "measured": int(measured.sum()),  # the model found an LV at ED and ES
+            "model_mae": model_mae,
+            "floor_mae": floor_mae,
+            "model_minus_floor": model_mae - floor_mae,
+            "bias": float(bias.mean()),
+            "loa": float(1.96 * bias.std(ddof=1)),  # Bland-Altman limits of agreement: bias +- loa
+            "within_floor": bool(model_mae <= floor_mae + GOAL_TO_FLOOR),
+            "within_absolute": bool(model_mae <= GOAL_ABSOLUTE),
+        }
+    return summary
+
+
+def bland_altman(table: dict[str, list[dict[str, float]]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    everything = []
+    for vendor, rows in table.items():
+        pairs = [(r["model"], r["truth"]) for r in rows if math.isfinite(r["model"])]
+        mean = [(m + t) / 2 for m, t in pairs]
+        diff = [m - t for m, t in pairs]
+        everything += diff
+        ax.scatter(mean, diff, s=14, label=vendor, alpha=0.8)
+    bias, loa = float(np.mean(everything)), 1.96 * float(np.std(everything, ddof=1))
+    for y, style in ((bias, "-"), (bias - loa, "--"), (bias + loa, "--")):
+        ax.axhline(y, color="grey", linestyle=style, linewidth=1)
+    ax.set_xlabel("(model EF + true EF) / 2  [%]")
+    ax.set_ylabel("model EF - true EF  [EF points]")
+    ax.set_title(title, fontsize=9)
+    ax.legend(title="vendor", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def speed(frames: int = 16, repeats: int = 5) -> dict[str, float]:
+    """Images per second of the default model on CPU, and a fresh echofl-predict's time to the
+    first result for one recording."""
+    recipe = Recipe()
+    torch.manual_seed(0)
+    model = build_unet(recipe.model).eval()
+    size = recipe.preprocess.size
+    batch = torch.randn(frames, 1, *size)
+    with torch.no_grad():
+        model(batch)  # warm-up
+        started = time.perf_counter()
+        for _ in range(repeats):
+            model(batch).argmax(1)
+        network = frames * repeats / (time.perf_counter() - started)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        save_checkpoint(
+            base / "model.pt", model.state_dict(), {"run": "bench", "round": 0, **card_meta(recipe)}
+        )
+        rec = generate_recording(get_vendor("A"), seed=1, case_id="r", n_frames=frames)
+        folder = base / "input" / "recording"
+        folder.mkdir(parents=True)
+        from PIL import Image
+
+        for t, frame in enumerate(rec.frames):
+            Image.fromarray(frame).save(folder / f"{t:03d}.png")
+        started = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "common.predict", "--checkpoint", str(base / "model.pt"),
+             "--allow-unsigned", "--input", str(base / "input"), "--out", str(base / "out"),
+             "--spacing-mm", "0.3,0.3"],
+            check=True, capture_output=True, cwd=REPO,
+        )  # fmt: skip
+        first = time.perf_counter() - started
+    return {
+        "image_size": list(size),
+        "images_per_second": network,
+        "first_result_seconds": first,
+        "frames": frames,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def report(choice: dict, summary: dict, timing: dict) -> str:
+    lines = [
+        "# EF from the federated model against the method floor (generated by "
+        "`python benchmarks/bench_ef.py`)",
+        "",
+        f"Model: `{choice['checkpoint']}` (best validation score {choice['validation']:.3f} "
+        f"among the shift-federated runs at s = {choice['level']}). Held-out synthetic cases, "
+        "EF by the single-plane method of disks at ED and ES (given), against the generator's "
+        "true EF. Floor: the same method on the true masks.",
+        "",
+        "| vendor | cases (LV found) | model MAE | floor MAE | model - floor | bias ± 1.96 sd "
+        "| within floor + 1.5 | <= 5 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for vendor, s in summary.items():
+        seen = "site's own domain" if vendor in ("A", *SHIFTED) else "never seen"
+        lines.append(
+            f"| {vendor} ({seen}) | {s['cases']} ({s['measured']}) | {s['model_mae']:.2f} | "
+            f"{s['floor_mae']:.2f} | {s['model_minus_floor']:+.2f} | {s['bias']:+.2f} ± "
+            f"{s['loa']:.2f} | {'yes' if s['within_floor'] else 'no'} | "
+            f"{'yes' if s['within_absolute'] else 'no'} |"
+        )
+    lines += [
+        "",
+        "![Bland-Altman: model EF against true EF](bland-altman.png)",
+        "",
+        f"Speed on this machine ({timing['threads']} threads, default model at "
+        f"{timing['image_size'][0]} x {timing['image_size'][1]} px): "
+        f"**{timing['images_per_second']:.0f} images/s** segmented in batches of "
+        f"{timing['frames']}; first result for one {timing['frames']}-frame recording in a fresh "
+        f"`echofl-predict` process: **{timing['first_result_seconds']:.1f} s**.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--level", type=float, default=1.0)
+    parser.add_argument("--cases", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ef")
+    args = parser.parse_args()
+    checkpoint, score = choose_model(args.level)
+    choice = {
+        "checkpoint": str(checkpoint.relative_to(REPO)),
+        "validation": score,
+        "level": args.level,
+    }
+    print(f"model: {choice['checkpoint']} (validation {score:.3f})", flush=True)
+    table = ef_table(checkpoint, args.level, args.cases)
+    summary = summarise(table)
+    timing = speed()
+    args.out.mkdir(parents=True, exist_ok=True)
+    bland_altman(table, args.out / "bland-altman.png", f"{choice['checkpoint']}")
+    record = {"model": choice, "summary": summary, "cases": table, "speed": timing}
+    (args.out / "ef.json").write_text(json.dumps(record, indent=2))
+    text = report(choice, summary, timing)
+    (args.out / "results.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
