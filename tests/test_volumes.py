@@ -159,3 +159,29 @@ def test_surface_agreement_in_millimetres() -> None:
     assert same["dice-LV"] == 1.0 and same["hd95-LV"] == 0.0 and same["msd-LV"] == 0.0
     in_pixels = agreement(pred, truth, None)
     assert in_pixels["hd95-LV"] == pytest.approx(4.0, abs=0.01)
+
+
+def test_agreement_equals_monais_hausdorff_and_surface_distance_functions() -> None:
+    """The one-pass HD95 / MSD are MONAI's compute_hausdorff_distance(percentile=95) and
+    compute_average_surface_distance(symmetric=True), on irregular masks with anisotropic
+    spacing."""
+    import torch
+    from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
+    from common.measure.agreement import agreement
+    from tests.helpers import draw_labels
+
+    truth = draw_labels((64, 56), 0.0)
+    pred = draw_labels((64, 56), 0.6, tilt_deg=12.0)
+    spacing = (0.4, 0.25)
+    got = agreement(pred, truth, spacing)
+    one_hot = [
+        torch.nn.functional.one_hot(torch.from_numpy(m.astype(np.int64)), 4).permute(2, 0, 1)[None]
+        for m in (pred, truth)
+    ]
+    hd95 = compute_hausdorff_distance(*one_hot, percentile=95, spacing=list(spacing))[0]
+    msd = compute_average_surface_distance(*one_hot, symmetric=True, spacing=list(spacing))[0]
+    for s in Structure:
+        assert got[f"hd95-{s.name}"] == pytest.approx(float(hd95[int(s) - 1]), rel=1e-5)
+        assert got[f"msd-{s.name}"] == pytest.approx(float(msd[int(s) - 1]), rel=1e-5)
+        assert got[f"hd95-{s.name}"] > 0
