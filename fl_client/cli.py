@@ -68,7 +68,15 @@ def probe_coordinator(config: SiteConfig, timeout: float = 5.0) -> None:
             ) from None
 
 
-def wait_for_coordinator(config: SiteConfig, say, retry_s: float = 5.0) -> bool:  # type: ignore[no-untyped-def]
+CHECK_RETRIES = 2  # --check: three attempts over 10 s, then exit 4 (a check does not wait forever)
+
+
+def wait_for_coordinator(  # type: ignore[no-untyped-def]
+    config: SiteConfig, say, retry_s: float = 5.0, max_retries: int | None = None
+) -> bool:
+    """Probe until the coordinator answers; False after ``max_retries`` (default: the site
+    file's ``max_retries``; None: forever) failed retries."""
+    limit = config.max_retries if max_retries is None else max_retries
     attempt = 0
     while True:
         attempt += 1
@@ -76,7 +84,7 @@ def wait_for_coordinator(config: SiteConfig, say, retry_s: float = 5.0) -> bool:
             probe_coordinator(config)
             return True
         except OSError as exc:
-            if config.max_retries is not None and attempt > config.max_retries:
+            if limit is not None and attempt > limit:
                 return False
             say(
                 f"coordinator {config.coordinator} unreachable ({exc.strerror or exc}); "
@@ -344,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="run the pre-flight checks and the coordinator probe, then exit",
+        help="run the pre-flight checks and the coordinator probe (3 attempts over 10 s unless "
+        "the site file sets max_retries), then exit: 0 ready, 2 configuration, 4 unreachable",
     )
     args = parser.parse_args(argv)
     path = site_config_path(args.site, args.config, args.config_dir)
@@ -363,10 +372,11 @@ def main(argv: list[str] | None = None) -> int:
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             )
         preflight(config, path, say)
-        if not wait_for_coordinator(config, say):
+        retries = CHECK_RETRIES if args.check and config.max_retries is None else None
+        if not wait_for_coordinator(config, say, max_retries=retries):
             say(
                 f"coordinator {config.coordinator} still unreachable after "
-                f"{config.max_retries} retries; giving up"
+                f"{retries if retries is not None else config.max_retries} retries; giving up"
             )
             return EXIT_UNREACHABLE
         say(f"coordinator {config.coordinator} reachable, certificate verified")

@@ -339,11 +339,17 @@ def cmd_proxy_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _node_id(output: str) -> int:
-    match = re.search(r"SuperNode (\d+) registered", output) or re.search(r"\b(\d{6,})\b", output)
-    if match is None:
-        raise EchoflError(f"could not read the node id from: {output.strip()[-300:]}")
-    return int(match.group(1))
+def _json_reply(proc: subprocess.CompletedProcess, what: str) -> dict:
+    """The JSON object a ``flwr ... --format json`` command printed (the whole output, or its
+    last line that is one)."""
+    for line in [proc.stdout, *reversed(proc.stdout.strip().splitlines())]:
+        try:
+            reply = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(reply, dict):
+            return reply
+    raise EchoflError(f"{what}: no JSON reply from flwr: {(proc.stdout + proc.stderr)[-300:]}")
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -351,8 +357,13 @@ def cmd_register(args: argparse.Namespace) -> int:
     pub = home.pki.site_pub(args.site)
     if not pub.is_file():
         raise ConfigError(pub, f"no public key for site {args.site} (fl-server add-site first)")
-    proc = _flwr(home, "supernode", "register", str(pub), CONNECTION)
-    node = _node_id(proc.stdout + proc.stderr)
+    proc = _flwr(
+        home, "supernode", "register", str(pub), CONNECTION, "--name", args.site, "--format", "json"
+    )
+    reply = _json_reply(proc, f"registering site {args.site}")
+    if not reply.get("success") or not isinstance(reply.get("node-id"), int):
+        raise EchoflError(f"flwr supernode register did not register site {args.site}: {reply}")
+    node = reply["node-id"]
     registry = home.registered() | {args.site: node}
     write_atomic(home.registry, json.dumps(registry, indent=2).encode())
     home.audit.record("site-registered", site=args.site, node=node, key_sha256=file_digest(pub))
@@ -378,19 +389,40 @@ def cmd_unregister(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """The registered sites and whether each is connected, and the runs; exit 1 when the
+    SuperLink does not answer (not started, or stopped)."""
     home = CoordinatorHome(args.home)
-    nodes = _flwr(home, "supernode", "list", CONNECTION, "--format", "json")
-    runs = _flwr(home, "ls", CONNECTION, "--format", "json", check=False)
-    by_node = {v: k for k, v in home.registered().items()}
+    nodes = _flwr(home, "supernode", "list", CONNECTION, "--format", "json", check=False)
     try:
-        listed = json.loads(nodes.stdout).get("nodes", [])
-    except json.JSONDecodeError:
-        listed = []
+        reply = _json_reply(nodes, "status")
+    except EchoflError:
+        reply = {}
+    if nodes.returncode != 0 or not reply.get("success"):
+        detail = str(reply.get("error-message") or nodes.stdout + nodes.stderr).strip()
+        detail = detail.splitlines()[-1] if detail else "no answer"
+        port = home.config().control_port
+        print(
+            f"the coordinator's SuperLink does not answer on 127.0.0.1:{port} (start it with: "
+            f"fl-server start --home {home.root}): {detail}",
+            file=sys.stderr,
+        )
+        return 1
+    by_node = {v: k for k, v in home.registered().items()}
     print(f"{'site':<12}{'node id':>22}  status")
-    for node in listed:
+    for node in reply.get("nodes", []):
         node_id = int(node.get("node-id", node.get("node_id", 0)))
         print(f"{by_node.get(node_id, '?'):<12}{node_id:>22}  {node.get('status', '?')}")
-    print(runs.stdout.strip() or runs.stderr.strip())
+    runs = _flwr(home, "ls", CONNECTION, "--format", "json", check=False)
+    try:
+        listed = _json_reply(runs, "runs").get("runs", [])
+    except EchoflError:
+        listed = []
+    print(f"\n{'run id':>20}  {'status':<22}{'app bundle':<16}elapsed")
+    for run in listed:
+        print(
+            f"{run.get('run-id', '?'):>20}  {run.get('status', '?'):<22}"
+            f"{str(run.get('fab-hash', '?'))[:12]:<16}{run.get('elapsed', '')}"
+        )
     return 0
 
 
@@ -408,6 +440,28 @@ def parse_overrides(text: str | None) -> dict[str, str]:
         out[match.group(1)] = match.group(2)
         position = match.end()
     return out
+
+
+def run_config_overrides(text: str | None) -> dict[str, str]:
+    """``--run-config``: ``key=value`` pairs, or (as ``flwr run`` takes it) a TOML file of flat
+    ``key = value`` lines, each value kept as TOML text."""
+    if text and text.strip().endswith(".toml") and "=" not in text:
+        path = Path(text.strip())
+        try:
+            values = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(
+                path, f"--run-config file unreadable ({exc.strerror or exc})"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(path, f"--run-config file is not valid TOML ({exc})") from None
+        nested = sorted(k for k, v in values.items() if isinstance(v, dict | list))
+        if nested:
+            raise ConfigError(
+                path, f"run config values are scalars; {', '.join(nested)} is a table or array"
+            )
+        return {k: json.dumps(v) for k, v in values.items()}  # JSON scalars are TOML scalars
+    return parse_overrides(text)
 
 
 def check_run_config(values: dict[str, str], app_dir: Path) -> None:
@@ -466,7 +520,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     if args.rounds:
         values["num-server-rounds"] = str(args.rounds)
-    overrides = parse_overrides(args.run_config)
+    overrides = run_config_overrides(args.run_config)
     # fl-server run finds and verifies the final model through these: they are not options
     fixed = sorted(set(overrides) & {"output-dir", "signing-key", "resume", "audit-log"})
     if fixed:
@@ -614,10 +668,27 @@ def port_arg(text: str) -> int:
     return value
 
 
+class ShowDefaults(argparse.HelpFormatter):
+    """``(default: X)`` after an option's help where it has a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: {action.default})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fl-server", description="echofl coordinator tool")
     add_version(parser)
     sub = parser.add_subparsers(dest="command", required=True)
+    formatted = sub.add_parser
+
+    def add_parser(name: str, **kwargs: object) -> argparse.ArgumentParser:
+        """Every subcommand shows its options' defaults in --help."""
+        return formatted(name, formatter_class=ShowDefaults, **kwargs)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     def with_home(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
@@ -639,7 +710,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--site", action="append", default=[], type=site_name_arg, help="a site name (repeatable)"
     )
-    p.add_argument("--port", type=port_arg, default=9092)
+    p.add_argument(
+        "--port", type=port_arg, default=9092, help="the port the sites connect to (TLS)"
+    )
     p.add_argument(
         "--listen-host",
         type=host_arg,
@@ -658,16 +731,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="no proxy: the SuperLink itself (with its unauthenticated Control API) listens on "
         "--listen-host:--port",
     )
-    p.add_argument("--min-sites", type=positive_int, default=2)
+    p.add_argument(
+        "--min-sites",
+        type=positive_int,
+        default=2,
+        help="sites a run waits for before its first round (fl-server run --min-sites overrides)",
+    )
     p.add_argument(
         "--app-dir",
         type=Path,
         help="the echofl source folder (the Flower app); default: the installed checkout",
     )
-    p.add_argument("--force", action="store_true")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing home's PKI and config (every site then needs a new bundle)",
+    )
     p.set_defaults(fn=cmd_init)
     p = with_home(sub.add_parser("add-site", help="keys + bundle for a new site, or rotate"))
-    p.add_argument("--site", required=True, type=site_name_arg)
+    p.add_argument("--site", required=True, type=site_name_arg, help="the new site's name")
     p.add_argument("--rotate", action="store_true", help="replace the site's keys")
     p.set_defaults(fn=cmd_add_site)
     with_home(sub.add_parser("start", help="run the SuperLink (foreground)")).set_defaults(
@@ -675,23 +757,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, fn in (("register", cmd_register), ("unregister", cmd_unregister)):
         p = with_home(sub.add_parser(name, help=f"{name} a site's public key"))
-        p.add_argument("--site", required=True, type=site_name_arg)
+        p.add_argument("--site", required=True, type=site_name_arg, help="the site's name")
         p.set_defaults(fn=fn)
     with_home(sub.add_parser("status", help="sites and runs")).set_defaults(fn=cmd_status)
     with_home(
         sub.add_parser("proxy-config", help="the fleet-only nginx server block, for a system nginx")
     ).set_defaults(fn=cmd_proxy_config)
     p = with_home(sub.add_parser("run", help="launch a federated training run"))
-    p.add_argument("--rounds", type=positive_int)
+    p.add_argument(
+        "--rounds", type=positive_int, help="rounds of this run (default: the run config's)"
+    )
     p.add_argument(
         "--resume",
         metavar="NAME",
         type=run_name_arg,
         help="continue a stopped run from its last completed round",
     )
-    p.add_argument("--min-sites", type=positive_int)
+    p.add_argument(
+        "--min-sites", type=positive_int, help="sites to wait for (default: coordinator.toml's)"
+    )
     p.add_argument("--name", type=run_name_arg, help="run folder name (default: run-<timestamp>)")
-    p.add_argument("--run-config", help='extra overrides, e.g. "label-dropout-p=0.5 lr=0.002"')
+    p.add_argument(
+        "--run-config",
+        help='overrides, "label-dropout-p=0.5 lr=0.002", or a TOML file of key = value lines '
+        "(keys: docs/federation.md)",
+    )
     p.set_defaults(fn=cmd_run)
     p = with_home(
         sub.add_parser("app-hash", help="the app bundle's SHA-256, for the sites' trusted_apps")
@@ -699,7 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-dir", type=Path, help="an echofl source folder (default: the home's)")
     p.set_defaults(fn=cmd_app_hash)
     p = sub.add_parser("verify", help="check a checkpoint's digest and signature")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help="the .pt file (its .pt.json sidecar beside it)")
     p.add_argument("--key", type=Path, required=True, help="model-signing.pub")
     p.set_defaults(fn=cmd_verify)
     with_home(sub.add_parser("firewall", help="print the exposure rules")).set_defaults(
@@ -707,7 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = with_home(sub.add_parser("renew-cert", help="new server certificate, same CA"))
     p.add_argument("--host", action="append", help="names/IPs (default: coordinator.toml hosts)")
-    p.add_argument("--days", type=int, default=825)
+    p.add_argument("--days", type=int, default=825, help="validity of the new certificate")
     p.set_defaults(fn=cmd_renew_cert)
     return parser
 

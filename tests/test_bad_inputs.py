@@ -14,6 +14,7 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -436,6 +437,20 @@ def test_coordinator_with_another_ca_and_unreachable(
         fl_client_cli.main, ["--site", "A", "--config", str(config), "--check"], capsys
     )
     assert code == 4 and "unreachable" in output and "giving up" in output
+
+
+def test_check_gives_up_on_a_coordinator_that_is_down(
+    env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without max_retries a running client keeps trying; --check answers within ~10 s."""
+    config = site_config(env, tmp_path, max_retries=None)  # nothing listens on port 9
+    started = time.monotonic()
+    code, output = run_main(
+        fl_client_cli.main, ["--site", "A", "--config", str(config), "--check"], capsys
+    )
+    assert code == 4 and "still unreachable after 2 retries; giving up" in output, output
+    assert output.count("retrying in 5s") == 2
+    assert time.monotonic() - started < 30
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import yaml
 import common.data.formats
 from common.config import validate_config
 from common.data.formats import format_module
+from common.errors import ConfigError
 from common.federation.run_settings import parse_run_settings
 from common.files import write_atomic
 from common.security import pki
@@ -709,3 +710,45 @@ def test_the_shipped_nginx_file_is_what_proxy_config_prints(
     assert shipped.endswith(printed)
     assert "location /v1/fleet/" in printed and "server 127.0.0.1:9192;" in printed
     assert "listen 0.0.0.0:9092 ssl;" in printed
+
+
+def test_status_exits_non_zero_and_says_so_when_the_superlink_is_down(tmp_path: Path) -> None:
+    from common.processes import free_port
+    from simulations.loopback import cli
+
+    home = tmp_path / "home"
+    init = cli(
+        "fl-server", "init", "--home", str(home), "--host", "127.0.0.1", "--site", "A",
+        "--port", str(free_port()), "--superlink-port", str(free_port()),
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    status = cli("fl-server", "status", "--home", str(home), timeout=60)
+    assert status.returncode == 1
+    assert "SuperLink does not answer" in status.stderr
+    assert f"fl-server start --home {home}" in status.stderr
+    assert "{" not in status.stderr and status.stdout == ""  # a sentence, not raw JSON
+
+
+def test_every_fl_server_option_has_help_and_shows_its_default() -> None:
+    for name, sub in _subparsers(server_cli.build_parser()).items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"fl-server {name} {action.option_strings or action.dest}"
+    text = _subparsers(server_cli.build_parser())["init"].format_help()
+    assert "(default: 9092)" in text and "(default: 2)" in text
+
+
+def test_run_config_takes_pairs_or_a_toml_file(tmp_path: Path) -> None:
+    file = tmp_path / "run.toml"
+    file.write_text('label-dropout-p = 0.5\nstrategy = "fedprox"\nlabel-aware = true\n')
+    from_file = server_cli.run_config_overrides(str(file))
+    assert from_file == {"label-dropout-p": "0.5", "strategy": '"fedprox"', "label-aware": "true"}
+    assert from_file == server_cli.run_config_overrides(
+        'label-dropout-p=0.5 strategy="fedprox" label-aware=true'
+    )
+    file.write_text("[recipe]\nlr = 1\n")
+    with pytest.raises(ConfigError, match="recipe is a table or array"):
+        server_cli.run_config_overrides(str(file))
+    with pytest.raises(ConfigError, match="unreadable"):
+        server_cli.run_config_overrides(str(tmp_path / "missing.toml"))
