@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +48,35 @@ def _attempt(fn, *args):  # type: ignore[no-untyped-def]
         return fn(*args)
     except Exception as exc:
         return exc
+
+
+class Progress:
+    """``k of N runs`` after each run of a study, with an ETA from the wall time of the runs
+    this invocation executed (finished runs it skipped count as done, not in the rate)."""
+
+    def __init__(self, total: int, say) -> None:  # type: ignore[no-untyped-def]
+        self.total, self.say = total, say
+        self.done = self.executed = 0
+        self.started: float | None = None
+        self.lock = threading.Lock()
+
+    def run(self, fn, ctx, condition, seed):  # type: ignore[no-untyped-def]
+        skipped = finished(ctx.config, condition, seed) is not None
+        with self.lock:
+            if not skipped and self.started is None:
+                self.started = time.perf_counter()
+        try:
+            return fn(ctx, condition, seed)
+        finally:
+            with self.lock:
+                self.done += 1
+                self.executed += 0 if skipped else 1
+                left = self.total - self.done
+                eta = ""
+                if self.executed and self.started is not None and left:
+                    rate = (time.perf_counter() - self.started) / self.executed
+                    eta = f", about {rate * left / 60:.0f} min left"
+                self.say(f"progress: {self.done} of {self.total} runs done{eta}")
 
 
 def _command_line(argv: list[str] | None) -> str:
@@ -82,17 +112,18 @@ def run_experiment(
     outcomes: dict[tuple[str, int], dict | BaseException] = {}
     try:
         ctx = RunContext(config, data, APP_DIR, engine, say)
+        progress = Progress(len(jobs), say)
         # Local and centralised runs train in this process first, one after the other, with
         # every core; then the federated runs (Flower + Ray subprocesses) go several at once,
         # which overlaps their start-up and I/O.
         for c, seed in jobs:
             if c.kind != "federated":
-                outcomes[(c.name, seed)] = _attempt(execute, ctx, c, seed)
+                outcomes[(c.name, seed)] = _attempt(progress.run, execute, ctx, c, seed)
         federated = [(c, seed) for c, seed in jobs if c.kind == "federated"]
         workers = config.resources.parallel_runs or os.cpu_count() or 1
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {
-                (c.name, seed): pool.submit(_attempt, execute, ctx, c, seed)
+                (c.name, seed): pool.submit(_attempt, progress.run, execute, ctx, c, seed)
                 for c, seed in federated
             }
             for key, future in futures.items():

@@ -49,6 +49,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "published": published,
         "results": results,
         "markdown": (published / "results.md").read_text(),
+        "stdout": proc.stdout,
     }
 
 
@@ -57,6 +58,9 @@ def test_quick_variant_runs_every_condition_and_seed(study: dict) -> None:
     assert len(pairs) == 6 * 2
     assert (study["work"] / "data" / "tiny-quick" / "A").is_dir()  # its own data folder
     assert not (study["work"] / "data" / "tiny").exists()
+    progress = [x for x in study["stdout"].splitlines() if "progress: " in x]
+    assert len(progress) == 12 and progress[-1].endswith("progress: 12 of 12 runs done")
+    assert "progress: 1 of 12 runs done, about " in progress[0]  # with an ETA
     # one model for every site (not local): also scored as a clinician uses it, natively
     for r in study["results"]:
         if r["kind"] == "local":
