@@ -605,6 +605,19 @@ def cmd_renew_cert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """A run's report (tables and curves) from its folder, offline."""
+    from fl_server.run_report import write_run_report
+
+    run = CoordinatorHome(args.home).run_dir(args.run)
+    if not run.is_dir():
+        raise ConfigError(run, f"no run {args.run!r} in this home")
+    path = write_run_report(run)
+    print(path.read_text())
+    _say(f"report: {path} (and curves.png beside it)")
+    return 0
+
+
 def cmd_app_hash(args: argparse.Namespace) -> int:
     """The SHA-256 of the app bundle built from an echofl source folder: what a hospital pins
     in ``trusted_apps`` (computed by the hospital itself from the release it reviewed, or
@@ -783,6 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(keys: docs/federation.md)",
     )
     p.set_defaults(fn=cmd_run)
+    p = with_home(sub.add_parser("report", help="a run's tables and validation curves"))
+    p.add_argument("run", type=run_name_arg, help="the run's name (its folder in H/runs/)")
+    p.set_defaults(fn=cmd_report)
     p = with_home(
         sub.add_parser("app-hash", help="the app bundle's SHA-256, for the sites' trusted_apps")
     )

@@ -201,3 +201,25 @@ def test_server_side_test_scores_match_a_local_rescoring(run: dict) -> None:
         remote = summary["test"][spec.name]
         for s in ("LV", "MYO", "LA"):
             assert remote[f"full-dice-{s}"] == pytest.approx(local[f"full-dice-{s}"], abs=1e-6)
+
+
+def test_the_coordinators_run_report(run: dict) -> None:
+    """fl-server report's tables, from the run folder the ServerApp wrote: every site, every
+    round, the final test Dice as summary.json has it."""
+    from fl_server.run_report import write_run_report
+
+    path = write_run_report(run["out"])
+    text = path.read_text()
+    summary = json.loads((run["out"] / "summary.json").read_text())
+    for site, labelled in (("A", "LA, LV, MYO"), ("B", "LV"), ("D", "LA, LV")):
+        assert f"| {site} | {labelled} |" in text
+    rounds = [
+        x for x in text.splitlines() if x.startswith("| ") and x.split("|")[1].strip().isdigit()
+    ]
+    assert [int(x.split("|")[1]) for x in rounds] == list(range(ROUNDS + 1))
+    a = summary["test"]["A"]
+    assert (
+        f"| A | {a['full-dice-LV']:.3f} | {a['full-dice-MYO']:.3f} | {a['full-dice-LA']:.3f} |"
+        in text
+    )
+    assert (path.parent / "curves.png").stat().st_size < 300_000
