@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -554,23 +555,72 @@ def cmd_run(args: argparse.Namespace) -> int:
         app_dir=str(config.app_dir),
         run_config=values,
     )
-    proc = subprocess.run(
-        ["flwr", "run", str(config.app_dir), CONNECTION, "--stream", "--run-config", run_config],
-        env=_flwr_env(home),
-        check=False,
-    )
+    returncode = stream_run(home, name, config.app_dir, run_config)
+    if returncode == EXIT_INTERRUPTED:
+        return returncode
     final = out / "checkpoints" / "final.pt"
-    if proc.returncode == 0 and final.is_file():
+    if returncode == 0 and final.is_file():
         load_checkpoint(final, verify_key=load_verify_key(home.pki.signing_pub))
         home.audit.record("run-finished", run=name, exit=0, final_sha256=file_digest(final))
         _say(f"run {name} finished; final model signed and verified: {final}")
         return 0
-    home.audit.record("run-stopped", run=name, exit=proc.returncode)
+    home.audit.record("run-stopped", run=name, exit=returncode)
     _say(
-        f"run {name} did not finish (exit {proc.returncode}); see {out} and {home.log_file}; "
+        f"run {name} did not finish (exit {returncode}); see {out} and {home.log_file}; "
         f"continue it with: fl-server run --home {home.root} --resume {name}"
     )
-    return proc.returncode or 1
+    return returncode or 1
+
+
+EXIT_INTERRUPTED = 130  # Ctrl-C: the run was stopped on the SuperLink too
+_STARTED = re.compile(r"Successfully started run (\d+)")
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stream_run(home: CoordinatorHome, name: str, app_dir: Path, run_config: str) -> int:
+    """``flwr run --stream``, its output passed through; Ctrl-C (or SIGTERM) stops the run on the
+    SuperLink as well (``flwr stop``), so that no run goes on unseen after this command ends."""
+    proc = subprocess.Popen(
+        ["flwr", "run", str(app_dir), CONNECTION, "--stream", "--run-config", run_config],
+        env=_flwr_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,  # the terminal's Ctrl-C reaches this process, which decides
+    )
+    run_id: str | None = None
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if run_id is None and (match := _STARTED.search(line)):
+                run_id = match.group(1)
+        return proc.wait()
+    except KeyboardInterrupt:
+        _say(f"interrupted: stopping run {name} (Flower run {run_id or '?'}) on the SuperLink")
+        if run_id is not None:
+            stopped = _flwr(home, "stop", run_id, CONNECTION, check=False)
+            print((stopped.stdout + stopped.stderr).strip()[-300:], flush=True)
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        home.audit.record("run-interrupted", run=name, flower_run=run_id)
+        _say(
+            f"run {name} stopped; its checkpoints are kept: continue it with "
+            f"fl-server run --home {home.root} --resume {name}"
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cmd_renew_cert(args: argparse.Namespace) -> int:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,6 +83,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> dict:
             check=False,
         )
         out["liar_rows"] = cluster.rows("liar")
+        out["interrupted"] = interrupted_run(cluster, base)
         out["intruder"] = cli(
             "fl-client", "--site", "X", "--config-dir", str(cluster.sites_dir), timeout=300
         )
@@ -206,6 +209,48 @@ def hostile_app(cluster: Cluster, base: Path) -> dict:
         "replies": json.loads(out.read_text()) if out.is_file() else None,
         "written": sorted(str(p) for p in (base / "data").rglob("PWNED")),
     }
+
+
+def interrupted_run(cluster: Cluster, base: Path) -> dict:
+    """Ctrl-C in `fl-server run` after round 1 of 50: the run must stop on the SuperLink too."""
+    log = (base / "interrupted.out").open("w")
+    proc = subprocess.Popen(
+        cluster.run_command("interrupted", 50, "image-size=32 local-epochs=1 client-threads=1"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        cluster.wait_for(
+            "interrupted",
+            lambda rows: any(r.get("event") == "round-done" for r in rows),
+            timeout=600,
+            run=proc,
+        )
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    time.sleep(3)  # the SuperLink records the stop
+    status = cli("fl-server", "status", "--home", str(cluster.home), timeout=120)
+    return {
+        "code": code,
+        "output": (base / "interrupted.out").read_text(),
+        "status": status.stdout,
+        "rounds": done_rounds(cluster.rows("interrupted")),
+    }
+
+
+def test_ctrl_c_in_fl_server_run_stops_the_run_on_the_superlink(deployment: dict) -> None:
+    run = deployment["interrupted"]
+    assert run["code"] == 130, run["output"][-2000:]
+    assert "interrupted: stopping run interrupted" in run["output"]
+    assert "continue it with fl-server run" in run["output"]
+    assert 1 <= len(run["rounds"]) < 50
+    assert "finished:stopped" in run["status"], run["status"]
+    audit = read_audit(deployment["home"] / "audit.jsonl")
+    assert [e["run"] for e in audit if e["event"] == "run-interrupted"] == ["interrupted"]
 
 
 def test_federated_run_over_tls_with_node_authentication(deployment: dict) -> None:
@@ -338,8 +383,8 @@ def test_sites_unpack_the_app_in_their_own_flwr_home(deployment: dict) -> None:
     assert apps and all(p.name.startswith("echofl.echofl.") for p in apps)
     # the hash fl-server printed and audited is the bundle the sites installed
     audit = read_audit(deployment["home"] / "audit.jsonl")
-    launch, liar = [e for e in audit if e["event"] == "run-launched"]
-    assert liar["app_sha256"] == launch["app_sha256"]
+    launch, liar, interrupted = [e for e in audit if e["event"] == "run-launched"]
+    assert liar["app_sha256"] == interrupted["app_sha256"] == launch["app_sha256"]
     assert launch["run"] == "e2e" and f"app bundle sha256 {launch['app_sha256']}" in (
         deployment["run"].stdout
     )
@@ -365,6 +410,8 @@ def test_the_audit_trail_records_who_did_what(deployment: dict) -> None:
         ("run-finished", "e2e"),
         ("run-launched", "liar"),
         ("run-finished", "liar"),
+        ("run-launched", "interrupted"),
+        ("run-interrupted", "interrupted"),
         ("site-unregistered", "B"),
     ]
     assert all(e["user"] and e["host"] and e["time"] for e in audit)
@@ -379,7 +426,7 @@ def test_the_audit_trail_records_who_did_what(deployment: dict) -> None:
     ]
     # the ServerApp adds each admission and every checkpoint it wrote, with its digest
     assert sorted((e["run"], e["site"]) for e in admitted) == [
-        (run, site) for run in ("e2e", "liar") for site in ("A", "B", "D")
+        (run, site) for run in ("e2e", "interrupted", "liar") for site in ("A", "B", "D")
     ]
     e2e = [(e["file"], e["round"]) for e in written if e["run"] == "e2e"]
     assert e2e[0] == ("round-0000.pt", 0) and e2e[-1] == ("final.pt", 2)
