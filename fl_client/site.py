@@ -4,7 +4,9 @@ Deployment: the hospital's ``fl-client`` starts its SuperNode with a node config
 site (``site``, ``format``, ``data-dir``, optional ``labelled``, ``cache-dir``,
 ``loader-options`` as a JSON object). Simulation: Flower gives ``partition-id`` /
 ``num-partitions``; the run config's ``sim-sites`` names a JSON file that maps partition ids to
-site specs explicitly (written by ``simulations/run.py``).
+site specs explicitly (written by ``simulations/run.py``); without it (``flwr run .`` on Flower's
+default simulation) partition i is hospital i of a small built-in synthetic federation
+(:mod:`fl_client.builtin_federation`).
 
 Data are read through the preprocessing cache; within one process (a Ray actor in simulation)
 they are also kept in memory, keyed by the spec and the preprocessing settings.
@@ -44,10 +46,12 @@ def read_sim_sites(path: str | Path) -> list[SiteSpec]:
 def resolve_site(node_config: Mapping[str, Any], settings: RunSettings) -> SiteSpec:
     """The :class:`SiteSpec` this node serves (see the module docstring)."""
     if "partition-id" in node_config:
-        if not settings.sim_sites:
-            raise ConfigError("run config", "simulation needs 'sim-sites' (partition -> site map)")
-        sites = read_sim_sites(settings.sim_sites)
         pid, n = int(node_config["partition-id"]), int(node_config["num-partitions"])
+        if not settings.sim_sites:  # `flwr run .` on Flower's default simulation
+            from fl_client.builtin_federation import builtin_site
+
+            return builtin_site(pid, cache_dir_for(node_config, settings))
+        sites = read_sim_sites(settings.sim_sites)
         if n != len(sites):
             raise ConfigError(
                 settings.sim_sites,
