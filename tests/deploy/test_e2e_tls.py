@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -234,9 +235,12 @@ def interrupted_run(cluster: Cluster, base: Path) -> dict:
         log.close()
     time.sleep(3)  # the SuperLink records the stop
     status = cli("fl-server", "status", "--home", str(cluster.home), timeout=120)
+    output = (base / "interrupted.out").read_text()
+    flower_run = re.search(r"\(Flower run (\d+)\)", output)
     return {
         "code": code,
-        "output": (base / "interrupted.out").read_text(),
+        "output": output,
+        "flower_run": flower_run.group(1) if flower_run else None,
         "status": status.stdout,
         "rounds": done_rounds(cluster.rows("interrupted")),
     }
@@ -466,11 +470,18 @@ def test_an_app_no_site_pinned_executes_nowhere(deployment: dict) -> None:
         assert refused[0]["app"] == "someone/notevil 1.0.0" and refused[0]["site"] == site
         executed = [e for e in audit if e["event"] == "task-executed"]
         assert executed and {e["app_sha256"] for e in executed} == {launch["app_sha256"]}
-        assert all(e["outcome"] == "completed" for e in executed)
         flwr_home = deployment["base"] / "sites" / "flwr"
         assert all(e["app_module"].startswith(str(flwr_home / "apps")) for e in executed)
-        # the e2e run trained 2 rounds, the liar run 1 (each task is one line)
-        assert [e["message_type"] for e in executed].count("train") == 3
+        # the run stopped with Ctrl-C (its tasks completed or were stopped) aside: the e2e run
+        # trained 2 rounds, the liar run 1 (each task is one line), and each delivered its
+        # final model once
+        stopped = deployment["interrupted"]["flower_run"]
+        assert stopped is not None
+        finished = [e for e in executed if str(e["run"]) != stopped]
+        assert all(e["outcome"] == "completed" for e in finished)
+        assert all(e["outcome"] in ("completed", "stopped") for e in executed if e not in finished)
+        kinds = [e["message_type"] for e in finished]
+        assert kinds.count("train") == 3 and kinds.count("query.final_model") == 2
 
 
 def test_a_site_claiming_1e9_images_and_dice_50_changes_neither_the_model_nor_best(
