@@ -53,6 +53,7 @@ from common.federation.site_round import evaluate_site, train_site
 from common.security.pki import load_verify_key
 from common.training.loop import resolve_device
 from common.training.model import load_unet
+from common.version import software
 from fl_client.faults import before_training, corrupt, inflate_claims, parse_faults
 from fl_client.models import store_final_model
 from fl_client.site import cache_dir_for, resolve_site, site_data
@@ -141,7 +142,7 @@ def query(msg: Message, context: Context) -> Message:
     settings, _ = _setup(context)
     spec, data = _data(context, settings)
     counts = {split: len(data.split(split)) for split in protocol.SPLITS}
-    site = SiteDescription(spec.name, data.labelled_set, counts)
+    site = SiteDescription(spec.name, data.labelled_set, counts, software())
     log.info("site %s: labelled %s", site.describe(), counts)
     records = site.to_records()
     content = RecordDict(

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from common.audit import AuditLog
+from common.version import software as software_versions
+from common.version import software_differences, software_refusal
 from fl_server.metrics_log import MetricsLog
 from fl_server.negotiation import (
     FederationError,
@@ -45,8 +47,11 @@ class SiteAdmission:
         poll_seconds: float = 1.0,
         retry_seconds: float = 60.0,
         audit: AuditLog | None = None,
+        software: dict[str, str] | None = None,
     ) -> None:
         self.query = query
+        # the coordinator's own versions, which a site's must fit (common.version)
+        self.software = software_versions() if software is None else software
         self.registry = registry
         self.log = log
         self.say = say
@@ -98,6 +103,16 @@ class SiteAdmission:
             if info.name in taken:
                 refused.append((info, f"site {info.name!r} is already connected as another node"))
                 continue
+            if info.software:
+                reason = software_refusal(self.software, info.software)
+                if reason is not None:
+                    refused.append((info, reason))
+                    continue
+                differs = software_differences(self.software, info.software)
+                if differs:
+                    self.log.event("site-software-differs", site=info.name, versions=differs)
+                    said = ", ".join(f"{k} {a} here, {b} there" for k, (a, b) in differs.items())
+                    self.say(f"site {info.name}: other versions ({said})")
             self.sites[info.node_id] = info
             self._audit("site-admitted", info, labelled=sorted(x.name for x in info.labelled))
             if self.announce:

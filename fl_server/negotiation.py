@@ -10,7 +10,7 @@ the federation: the structures label dropout acts on. No site can know this alon
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flwr.app import Message, MessageType, RecordDict
@@ -27,6 +27,7 @@ class SiteInfo:
     name: str
     labelled: LabelledSet
     counts: dict[str, int]
+    software: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,11 @@ def query_sites(grid: Grid, node_ids: list[int], timeout: float) -> list[SiteInf
             site = SiteDescription.from_records(reply.content[SITE], reply.content[COUNTS])
         except (KeyError, ProtocolError):
             continue
-        infos.append(SiteInfo(reply.metadata.src_node_id, site.name, site.labelled, site.counts))
+        infos.append(
+            SiteInfo(
+                reply.metadata.src_node_id, site.name, site.labelled, site.counts, site.software
+            )
+        )
     return sorted(infos, key=lambda i: (isinstance(i, QueryFailure), getattr(i, "name", "")))
 
 

@@ -7,7 +7,8 @@ mapping of scalars, an ``ArrayRecord`` a mapping of arrays with ``.numpy()``).
 Message layouts (record name: contents):
 
 * query, coordinator -> site: nothing. Site -> coordinator: ``site`` (name, labelled as
-  ``"LA,LV"``) and ``counts`` (``num-train``, ``num-val``, ``num-test``):
+  ``"LA,LV"``, ``software``: its installed echofl / flwr / torch / monai versions as JSON) and
+  ``counts`` (``num-train``, ``num-val``, ``num-test``):
   :class:`SiteDescription`.
 * train, coordinator -> site: ``arrays`` (global weights) and ``config``
   (:class:`TrainInstruction`). Site -> coordinator: ``arrays`` (trained weights) and
@@ -170,12 +171,14 @@ class SiteDescription:
     name: str
     labelled: LabelledSet
     counts: dict[str, int] = field(default_factory=dict)
+    software: dict[str, str] = field(default_factory=dict)  # installed versions (flwr, torch...)
 
     def to_records(self) -> dict[str, dict[str, Any]]:
         return {
             SITE: {
                 "name": self.name,
                 "labelled": ",".join(sorted(s.name for s in self.labelled)),
+                "software": json.dumps(self.software, sort_keys=True),
             },
             COUNTS: {f"num-{split}": float(self.counts.get(split, 0)) for split in SPLITS},
         }
@@ -198,7 +201,15 @@ class SiteDescription:
             parsed = {split: int(float(counts.get(f"num-{split}", 0))) for split in SPLITS}
         except (TypeError, ValueError):
             raise ProtocolError(f"query reply of {name!r}: sample counts are not numbers") from None
-        return cls(name=name, labelled=labelled, counts=parsed)
+        try:
+            software = json.loads(str(site.get("software", "{}")))
+        except json.JSONDecodeError:
+            raise ProtocolError(f"query reply of {name!r}: software is not JSON") from None
+        if not isinstance(software, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and len(v) < 64 for k, v in software.items()
+        ):
+            raise ProtocolError(f"query reply of {name!r}: software must map names to versions")
+        return cls(name=name, labelled=labelled, counts=parsed, software=software)
 
     def describe(self) -> str:
         return f"{self.name} {format_labelled_set(self.labelled)}"

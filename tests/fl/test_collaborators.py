@@ -125,3 +125,34 @@ def test_gate_decodes_validates_and_logs(tmp_path: Path) -> None:
     assert list(gate.history) == [np.linalg.norm(good["w"])]  # the yardstick of later rounds
     norms = next(r for r in read_metrics_log(log.path) if r.get("event") == "update-norms")
     assert set(norms["norms"]) == {"A", "C", "D"}  # E was malformed: no norm
+
+
+def test_a_site_on_another_flower_minor_release_is_refused_other_versions_are_reported(
+    tmp_path: Path,
+) -> None:
+    log = MetricsLog(tmp_path / "m.jsonl")
+    mine = {"echofl": "0.1.0", "flwr": "1.42.0", "torch": "2.13.0", "monai": "1.5.1"}
+    theirs = {
+        1: {**mine, "flwr": "1.42.3"},  # a patch release: fine
+        2: {**mine, "flwr": "1.41.0"},  # another minor release: refused
+        3: {**mine, "torch": "2.12.1+cu121"},  # reported, not refused
+    }
+
+    def query(_grid: object, nodes: list[int]) -> list[SiteInfo]:
+        return [SiteInfo(n, "ABC"[n - 1], frozenset({Structure.LV}), {}, theirs[n]) for n in nodes]
+
+    said: list[str] = []
+    admission = SiteAdmission(query, registry="", log=log, say=said.append, software=mine)
+    assert admission.online(Grid([1, 2, 3])) == [1, 3]
+    rows = read_metrics_log(log.path)
+    refused = [r for r in rows if r.get("event") == "site-refused"]
+    assert [(r["site"], r["reason"]) for r in refused] == [
+        ("B", "the site runs Flower 1.41.0, the coordinator 1.42.0: install flwr==1.42.0 on the "
+         "site (see its echofl release notes)")
+    ]  # fmt: skip
+    differs = {r["site"]: r["versions"] for r in rows if r.get("event") == "site-software-differs"}
+    assert differs == {
+        "A": {"flwr": ["1.42.0", "1.42.3"]},
+        "C": {"torch": ["2.13.0", "2.12.1+cu121"]},
+    }
+    assert "site C: other versions (torch 2.13.0 here, 2.12.1+cu121 there)" in said

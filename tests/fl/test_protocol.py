@@ -103,15 +103,25 @@ def test_aggregate_weights_dice_by_images_that_scored_it() -> None:
 
 
 def test_message_contents_round_trip_and_refuse_nonsense() -> None:
-    site = SiteDescription("A", frozenset({LV, LA}), {"train": 5, "val": 2, "test": 1})
+    versions = {"flwr": "1.42.0", "torch": "2.13.0"}
+    site = SiteDescription("A", frozenset({LV, LA}), {"train": 5, "val": 2, "test": 1}, versions)
     records = site.to_records()
-    assert records["site"] == {"name": "A", "labelled": "LA,LV"}
+    assert records["site"] == {
+        "name": "A",
+        "labelled": "LA,LV",
+        "software": '{"flwr": "1.42.0", "torch": "2.13.0"}',
+    }
     assert records["counts"] == {"num-train": 5.0, "num-val": 2.0, "num-test": 1.0}
     assert SiteDescription.from_records(records["site"], records["counts"]) == site
     with pytest.raises(ProtocolError, match="without a site name"):
         SiteDescription.from_records({}, {})
     with pytest.raises(ProtocolError, match="'A'"):
         SiteDescription.from_records({"name": "A", "labelled": "RV"}, {})
+    older = SiteDescription.from_records({"name": "A", "labelled": "LV"}, {})  # no software
+    assert older.software == {}
+    for bad in ("{not json", '["flwr"]', '{"flwr": 1}', '{"flwr": "' + "9" * 80 + '"}'):
+        with pytest.raises(ProtocolError, match="software"):
+            SiteDescription.from_records({"name": "A", "labelled": "LV", "software": bad}, {})
 
     train = TrainInstruction(7, frozenset({MYO, LA}))
     assert train.to_config() == {"server-round": 7, "partial-structures": "MYO,LA"}
