@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p benchmarks/results
-for bench in training_throughput data_loading synthetic communication simulation_overhead \
+for bench in training_throughput data_loading synthetic communication augment simulation_overhead \
              deployment_overhead scale scale_deployed; do
     echo "== bench_${bench} ($(date -u +%H:%M:%S))"
     python "benchmarks/bench_${bench}.py" 2>&1 | grep -v -E "Warning|warnings.warn" \

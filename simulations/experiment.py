@@ -177,15 +177,21 @@ class QuickOverrides(StrictModel):
 
 # Recipe settings added after runs were keyed, with the value that behaves as before they
 # existed: left out of a run's key at that value, so finished runs stay valid.
-ADDED_SETTINGS: dict[tuple[str, str], object] = {("label_dropout", "mode"): "structures"}
+ADDED_SETTINGS: dict[tuple[str, ...], object] = {
+    ("label_dropout", "mode"): "structures",
+    **{("train", "augment", name): 0.0 for name in ("gamma", "speckle", "blur", "noise")},
+}
 
 
 def recipe_dump(recipe: Recipe) -> dict[str, Any]:
     """The recipe as a run's key sees it (see :data:`ADDED_SETTINGS`)."""
     dumped = recipe.model_dump(mode="json")
-    for (section, key), neutral in ADDED_SETTINGS.items():
-        if dumped.get(section, {}).get(key, neutral) == neutral:
-            dumped.get(section, {}).pop(key, None)
+    for path, neutral in ADDED_SETTINGS.items():
+        section = dumped
+        for part in path[:-1]:
+            section = section.get(part, {})
+        if section.get(path[-1], neutral) == neutral:
+            section.pop(path[-1], None)
     return dumped
 
 
