@@ -130,6 +130,13 @@ def test_the_report_finds_the_shortcut_and_its_removal_where_they_are(tmp_path: 
     gap0, gap1 = (tests[("domain gap", s, "adaptive", "full")] for s in (0.0, 1.0))
     assert gap0["verdict"] == "tie" and gap1["verdict"] == "higher"
     assert gap1["diff"] == pytest.approx(0.4, abs=0.02)
+    # structure by structure: B/MYO and B/LA (0.5 at s = 1) against A/MYO (0.85) and A/LA (0.88):
+    # -0.365 for adaptive CE, +0.035 for the bound (B at 0.9): a difference of 0.4
+    matched1 = tests[("matched gap", 1.0, "adaptive", "full")]
+    assert matched1["mean_a"] == pytest.approx(0.5 - 0.865, abs=0.01)
+    assert matched1["diff"] == pytest.approx(0.4, abs=0.02)
+    assert matched1["verdict"] == "higher"
+    assert tests[("matched gap", 0.0, "adaptive", "full")]["verdict"] == "tie"
     # InstanceNorm has no shortcut here, and label dropout on top of it costs a little
     assert tests[("shortcut", 1.0, "IN", "full")]["verdict"] == "tie"
     assert tests[("improvement", 1.0, "IN", "IN LD")]["verdict"] == "lower"
@@ -224,7 +231,8 @@ def test_a_tiny_shift_study_runs_resumes_and_reports_from_finished_runs(tmp_path
     assert len(results) == 4  # 2 levels x 2 conditions
     analysis = json.loads((tmp_path / "runs" / "sh" / "report" / "analysis.json").read_text())
     families = sorted(t["family"] for t in analysis["tests"])
-    assert analysis["levels"] == [0.0, 1.0] and families == ["domain gap"] * 2 + ["shortcut"] * 2
+    assert analysis["levels"] == [0.0, 1.0]
+    assert families == ["domain gap"] * 2 + ["matched gap"] * 2 + ["shortcut"] * 2
     results[0].unlink()
     second = subprocess.run(
         [*command, "--report-only"], capture_output=True, text=True, timeout=600, cwd=tmp_path
