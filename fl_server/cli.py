@@ -576,6 +576,11 @@ EXIT_INTERRUPTED = 130  # Ctrl-C: the run was stopped on the SuperLink too
 _STARTED = re.compile(r"Successfully started run (\d+)")
 
 
+def flwr_run_argv(app_dir: Path, run_config: str) -> list[str]:
+    """The ``flwr run`` command line of a coordinator's run."""
+    return ["flwr", "run", str(app_dir), CONNECTION, "--stream", "--run-config", run_config]
+
+
 def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -584,7 +589,7 @@ def stream_run(home: CoordinatorHome, name: str, app_dir: Path, run_config: str)
     """``flwr run --stream``, its output passed through; Ctrl-C (or SIGTERM) stops the run on the
     SuperLink as well (``flwr stop``), so that no run goes on unseen after this command ends."""
     proc = subprocess.Popen(
-        ["flwr", "run", str(app_dir), CONNECTION, "--stream", "--run-config", run_config],
+        flwr_run_argv(app_dir, run_config),
         env=_flwr_env(home),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -176,11 +176,11 @@ def launched(
 
     calls: list[list[str]] = []
 
-    def fake_run(argv: list[str], **_: object) -> object:
-        calls.append(argv)
-        return type("Done", (), {"returncode": 1})()
+    def fake_stream(_home: object, _name: str, app_dir: Path, run_config: str) -> int:
+        calls.append(server_cli.flwr_run_argv(app_dir, run_config))
+        return 1
 
-    monkeypatch.setattr(server_cli.subprocess, "run", fake_run)
+    monkeypatch.setattr(server_cli, "stream_run", fake_stream)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         code = server_cli.main(["run", "--home", str(home), *args])
     if not calls:
