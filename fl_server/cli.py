@@ -594,8 +594,7 @@ def stream_run(home: CoordinatorHome, name: str, app_dir: Path, run_config: str)
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        bufsize=1,
-        start_new_session=True,  # the terminal's Ctrl-C reaches this process, which decides
+        bufsize=1,  # in this process's group: whoever stops the group stops it too
     )
     run_id: str | None = None
     previous = signal.signal(signal.SIGTERM, _interrupt)
