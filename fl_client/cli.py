@@ -155,7 +155,10 @@ def supernode_env(config: SiteConfig) -> dict[str, str]:
 
 
 def worker_command(config: SiteConfig, path: Path) -> list[str]:
-    return [sys.executable, "-m", "fl_client.worker", "--config", str(path), "--site", config.site]
+    return [
+        sys.executable, "-m", "fl_client.worker", "--config", str(path), "--site", config.site,
+        "--parent", str(os.getpid()),  # the worker ends when this process does
+    ]  # fmt: skip
 
 
 def write_superexec_secret(config: SiteConfig) -> None:

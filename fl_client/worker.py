@@ -74,16 +74,22 @@ class Running:
 
 
 class Worker:
-    def __init__(self, config: SiteConfig, config_path: Path, say) -> None:  # type: ignore[no-untyped-def]
+    def __init__(  # type: ignore[no-untyped-def]
+        self, config: SiteConfig, config_path: Path, say, parent: int | None = None
+    ) -> None:
         self.config, self.config_path, self.say = config, config_path, say
         self.audit = AuditLog(config.audit_log)
         self.trusted = frozenset(config.trusted_apps)
         self.running: dict[int, Running] = {}
         self.stopping = False
-        self.parent = os.getppid()
+        # the fl-client that started this worker: when it is gone, so is the worker (also when
+        # it died before this process got here, and init or a subreaper became the parent)
+        self.parent = os.getppid() if parent is None else parent
 
     # -- life cycle -----------------------------------------------------------------------
     def run(self) -> int:
+        if os.getppid() != self.parent:  # fl-client died while this process was starting
+            return 0
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         started = time.perf_counter()
@@ -252,13 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fl_client.worker", description=__doc__)
     parser.add_argument("--config", type=Path, required=True, help="the site's config file")
     parser.add_argument("--site", required=True)
+    parser.add_argument("--parent", type=int, help="the fl-client process (default: the parent)")
     args = parser.parse_args(argv)
     config = load_site_config(args.site, args.config)
 
     def say(message: str) -> None:
         print(f"[fl-client {config.site}] {message}", flush=True)
 
-    return Worker(config, args.config, say).run()
+    return Worker(config, args.config, say, parent=args.parent).run()
 
 
 if __name__ == "__main__":

@@ -111,3 +111,36 @@ def test_a_site_worker_that_dies_is_started_again(supervised, tmp_path: Path) ->
     assert (tmp_path / "worker-starts").read_text() == "2"
     assert count.read_text() == "1"  # the SuperNode kept running
     assert any("the site worker ended (exit code 9); starting it again" in m for m in messages)
+
+
+def test_a_worker_whose_fl_client_is_already_gone_ends_at_once(tmp_path: Path) -> None:
+    """fl-client killed while it was starting its worker: the worker, now a child of init (or a
+    subreaper), must not run on its own; it ends before loading anything."""
+    import subprocess
+
+    import tomli_w
+
+    config = tmp_path / "A.toml"
+    config.write_text(
+        tomli_w.dumps(
+            {
+                "site": "A",
+                "coordinator": "127.0.0.1:9092",
+                "ca_certificate": "ca.crt",
+                "private_key": "site.key",
+                "data_dir": str(tmp_path),
+                "format": "folder",
+                "audit_log": str(tmp_path / "audit.jsonl"),
+            }
+        )
+    )
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that is not this worker's parent
+    done = subprocess.run(
+        [sys.executable, "-m", "fl_client.worker", "--config", str(config), "--site", "A",
+         "--parent", str(gone.pid)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "site worker ready" not in done.stdout
+    assert not (tmp_path / "audit.jsonl").exists()
