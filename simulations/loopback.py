@@ -21,7 +21,7 @@ from pathlib import Path
 import tomli_w
 
 from common.data.synthetic.federation import FederationConfig, generate_federation
-from common.processes import family, free_port
+from common.processes import family, free_port, processes_mentioning
 from fl_server.audit import app_digest
 from fl_server.coordinator import DEFAULT_APP_DIR
 from fl_server.metrics_log import read_metrics_log
@@ -191,6 +191,13 @@ class Cluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         proc.wait()
+        # and whatever fl-client started while it was being killed (a worker it restarted):
+        # on a dead machine nothing of the site survives
+        for _ in range(3):
+            time.sleep(0.3)
+            for pid in processes_mentioning(str(self.sites_dir / f"{site}.toml")):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def run_command(self, name: str, rounds: int, run_config: str) -> list[str]:
         return [
