@@ -242,3 +242,22 @@ def acquire_task_without_secret(address: str, ca_certificate: Path | None = None
     finally:
         client.close()
     return "accepted"
+
+
+def minimal_site_config(folder: Path, **changes: object) -> Path:
+    """``folder/A.toml``: the least a site file needs to load (its files need not exist);
+    ``changes`` override or add keys (None drops one)."""
+    import tomli_w
+
+    config = {
+        "site": "A",
+        "coordinator": "127.0.0.1:9092",
+        "ca_certificate": "ca.crt",
+        "private_key": "site.key",
+        "data_dir": str(folder),
+        "format": "folder",
+        **changes,
+    }
+    path = folder / "A.toml"
+    path.write_text(tomli_w.dumps({k: v for k, v in config.items() if v is not None}))
+    return path

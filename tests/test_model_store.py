@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tomli_w
 import torch
 from cryptography.hazmat.primitives import serialization
 from PIL import Image
@@ -24,6 +23,7 @@ from common.security.pki import make_signing_keys
 from common.training.model import build_unet
 from fl_client.cli import main as fl_client
 from fl_client.models import LATEST, store_final_model, stored_model, stored_runs
+from tests.helpers import minimal_site_config
 
 RECIPE = Recipe.model_validate({"preprocess": {"size": [32, 32]}})
 
@@ -148,20 +148,8 @@ def test_hostile_records_are_refused_before_anything_is_read() -> None:
 
 # -- fl-client predict ---------------------------------------------------------------------------
 def site_config(tmp_path: Path, **changes: object) -> Path:
-    config = {
-        "site": "A",
-        "coordinator": "127.0.0.1:9092",
-        "ca_certificate": "ca.crt",
-        "private_key": "site.key",
-        "data_dir": str(tmp_path),
-        "format": "folder",
-        "model_verify_key": "model-signing.pub",
-        "models_dir": "models",
-        **changes,
-    }
-    path = tmp_path / "A.toml"
-    path.write_text(tomli_w.dumps({k: v for k, v in config.items() if v is not None}))
-    return path
+    defaults = {"model_verify_key": "model-signing.pub", "models_dir": "models"}
+    return minimal_site_config(tmp_path, **{**defaults, **changes})
 
 
 def images(tmp_path: Path) -> Path:

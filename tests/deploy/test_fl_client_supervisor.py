@@ -118,22 +118,9 @@ def test_a_worker_whose_fl_client_is_already_gone_ends_at_once(tmp_path: Path) -
     subreaper), must not run on its own; it ends before loading anything."""
     import subprocess
 
-    import tomli_w
+    from tests.helpers import minimal_site_config
 
-    config = tmp_path / "A.toml"
-    config.write_text(
-        tomli_w.dumps(
-            {
-                "site": "A",
-                "coordinator": "127.0.0.1:9092",
-                "ca_certificate": "ca.crt",
-                "private_key": "site.key",
-                "data_dir": str(tmp_path),
-                "format": "folder",
-                "audit_log": str(tmp_path / "audit.jsonl"),
-            }
-        )
-    )
+    config = minimal_site_config(tmp_path, audit_log=str(tmp_path / "audit.jsonl"))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a process id that is not this worker's parent
     done = subprocess.run(
