@@ -21,9 +21,8 @@ from common.federation.protocol import FinalModel
 from common.security.checkpoint import SIDECAR_SUFFIX
 
 
-def final_model_message(path: Path) -> RecordDict:
-    """The message content: ``path``'s bytes and its signed sidecar, unchanged."""
-    model = FinalModel(path.read_bytes(), json.loads(Path(str(path) + SIDECAR_SUFFIX).read_text()))
+def final_model_message(model: FinalModel) -> RecordDict:
+    """The message content: the weights file's bytes and its signed sidecar, unchanged."""
     records = model.to_records()
     return RecordDict(
         {
@@ -44,8 +43,8 @@ def deliver_final_model(
 ) -> dict[str, str]:
     """Send ``path`` (``final.pt``, signed) to ``nodes`` (node id -> site name); returns site ->
     ``"stored"`` or the site's reason for not keeping it (``"no answer"`` when none came)."""
-    content = final_model_message(path)
-    expected = json.loads(Path(str(path) + SIDECAR_SUFFIX).read_text())["sha256"]
+    model = FinalModel(path.read_bytes(), json.loads(Path(str(path) + SIDECAR_SUFFIX).read_text()))
+    content, expected = final_model_message(model), model.sidecar["sha256"]
     messages = [
         Message(
             content,

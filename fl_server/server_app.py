@@ -259,6 +259,7 @@ class FederatedRun:
         nodes = {n: self.admission.name_of(n) for n in self.grid.get_node_ids()}
         nodes = {n: name for n, name in nodes.items() if n in self.admission.sites}
         outcome = deliver_final_model(self.grid, final, nodes, s.round_timeout, say)
+        digest = hashlib.sha256(final.read_bytes()).hexdigest()
         for site, result in sorted(outcome.items()):
             self.log.event("model-delivered", site=site, result=result)
             if self.audit is not None:
@@ -267,7 +268,7 @@ class FederatedRun:
                     run=self.out.name,
                     site=site,
                     result=result,
-                    sha256=hashlib.sha256(final.read_bytes()).hexdigest(),
+                    sha256=digest,
                 )
         return outcome
 
