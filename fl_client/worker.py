@@ -48,6 +48,8 @@ PRELOAD = (
 POLL_S = 0.1  # how often the worker asks the SuperNode for a task
 GRACE_S = 10.0  # between SIGTERM and SIGKILL of a task being stopped
 ACQUIRE_TASK = "/flwr.proto.Runtime/AcquireTask"
+REQUEST_TIMEOUT_S = 5.0  # one AcquireTask call, connect to answer (the SuperNode is on loopback)
+RETRY_S = 1.0  # after the SuperNode's Runtime API did not answer
 
 
 @dataclass
@@ -128,21 +130,23 @@ class Worker:
             RuntimeVersionHttpInterceptor,
             SuperExecAuthHttpInterceptor,
         )
-        from flwr.supercore.retry import make_simple_http_retry_invoker
         from flwr.supercore.runtime import RuntimeHttpClient
 
         secret = self.config.superexec_secret_file.read_bytes()
-        return RuntimeHttpClient.from_server_address(
-            server_address=self.config.runtime_address,
-            insecure=True,  # loopback; AcquireTask is signed with the shared secret
-            root_certificates=None,
+        # One try per poll, each bounded: Flower's own retry invoker retries a dead SuperNode
+        # forever inside the call, so the worker would see neither SIGTERM nor its fl-client
+        # going away; the poll loop in run() is the retry.
+        return RuntimeHttpClient(
+            f"http://{self.config.runtime_address}",  # loopback; AcquireTask is signed
             interceptors=[
                 RuntimeVersionHttpInterceptor(component_name="SuperExec"),
                 SuperExecAuthHttpInterceptor(
                     master_secret=secret, protected_methods={ACQUIRE_TASK}
                 ),
             ],
-            retry_invoker=make_simple_http_retry_invoker(),
+            verify=False,
+            timeout=REQUEST_TIMEOUT_S,
+            retry_invoker=None,
         )
 
     # -- tasks ----------------------------------------------------------------------------
@@ -155,7 +159,7 @@ class Worker:
             res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
         except Exception as exc:
             self.say(f"the SuperNode's Runtime API did not answer ({exc}); retrying")
-            time.sleep(1.0)
+            time.sleep(RETRY_S)
             return False
         if not (res.HasField("task") and res.token):
             return False

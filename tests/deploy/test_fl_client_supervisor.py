@@ -6,6 +6,7 @@ worker that dies is started again while the SuperNode keeps running."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -131,3 +132,53 @@ def test_a_worker_whose_fl_client_is_already_gone_ends_at_once(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     assert "site worker ready" not in done.stdout
     assert not (tmp_path / "audit.jsonl").exists()
+
+
+@pytest.mark.parametrize("supernode", ["silent", "absent"])
+def test_a_worker_whose_supernode_hangs_or_is_gone_still_stops_on_sigterm(
+    tmp_path: Path, supernode: str
+) -> None:
+    """The SuperNode's Runtime API accepts connections and never answers (a hung SuperNode), or
+    nothing listens any more (it died): each AcquireTask is bounded and is not retried inside the
+    call, so the worker still ends on SIGTERM, within one request's time limit."""
+    import socket
+    import subprocess
+
+    from fl_client.worker import REQUEST_TIMEOUT_S, RETRY_S
+    from tests.helpers import minimal_site_config
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    if supernode == "silent":
+        listener.listen(8)  # connections are accepted by the kernel and never answered
+    else:
+        listener.close()  # the port is free: connection refused
+    home = tmp_path / "flwr"
+    config = minimal_site_config(
+        tmp_path, runtime_port=port, flwr_home=str(home), task_start="spawn",
+        audit_log=str(tmp_path / "audit.jsonl"),
+    )  # fmt: skip
+    home.mkdir()
+    (home / "superexec-A.secret").write_bytes(b"s" * 32)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "fl_client.worker", "--config", str(config), "--site", "A",
+         "--parent", str(os.getpid())],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert worker.stdout is not None
+        for line in worker.stdout:  # polling has begun once it is ready
+            if "site worker ready" in line:
+                break
+        time.sleep(REQUEST_TIMEOUT_S / 2)  # inside a poll (silent) or between retries (absent)
+        worker.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = worker.wait(timeout=REQUEST_TIMEOUT_S + RETRY_S + 10)
+        assert code == 0
+        assert time.monotonic() - started <= REQUEST_TIMEOUT_S + RETRY_S + 5
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        listener.close()
