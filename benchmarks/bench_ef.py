@@ -1,16 +1,19 @@
 """Ejection fraction from a federated model against the method floor, per vendor; and the
 speed of prediction on CPU.
 
-    python benchmarks/bench_ef.py [--level 1.0] [--cases 20] [--out benchmarks/results/ef]
+    python benchmarks/bench_ef.py [--config simulations/configs/ef.toml] [--level S] [--cases 20]
+                                  [--out benchmarks/results/ef]
 
-1. **The model**: among the best checkpoints of the shift-federated study's partially labelled
-   runs at shift level ``--level`` (``runs/shift-federated-s100/runs/federated-adaptive-ce*/
-   seed-*/checkpoints/best.pt``: ``simulations/configs/shift-federated.toml``), the one whose
-   sidecar records the highest validation score: chosen on validation, never on test.
+1. **The model**: among the best checkpoints (``checkpoints/best.pt``) of the partially labelled
+   federated runs of the experiment ``--config`` (default ``simulations/configs/ef.toml``: a site
+   for every training vendor A-E; for a config with ``[shift]``, at ``--level``, default its
+   largest), the one whose sidecar records the highest validation score: chosen on validation,
+   never on test.
 2. **Held-out recordings**: ``--cases`` new synthetic cases per vendor, from a generator seed no
-   training case used: vendors A, B and C rendered as the run's sites were (B and C at the level's
-   shift), and D and U, which no site had. ED and ES at each vendor's own export size, each with
-   its true EF (the generator's, from the analytic heart: single-plane area-length).
+   training case used: every vendor (A-E and U) rendered as the experiment's site of that vendor
+   was (with its shift, if any); a vendor no site had is reported as never seen. ED and ES at each
+   vendor's own export size, each with its true EF (the generator's, from the analytic heart:
+   single-plane area-length).
 3. **EF**: single-plane method of disks (``common/measure``) on the predicted masks and on the
    true masks (the *method floor*: what the method gives with perfect segmentation), both against
    the true EF. Per vendor: mean absolute error of each, their difference, and the goals of
@@ -36,9 +39,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.config import read_toml, validate_config
 from common.data.synthetic.generator import case_seed, generate_recording
 from common.data.synthetic.shift import DomainShift
-from common.data.synthetic.vendors import get_vendor
+from common.data.synthetic.vendors import TRAINING_VENDORS, UNSEEN_VENDOR, get_vendor
 from common.federation import protocol
 from common.measure.recording import EF_RANGE, measure
 from common.model_card import card_meta
@@ -46,28 +50,47 @@ from common.predict import load_model, segment
 from common.recipe import Recipe
 from common.security.checkpoint import read_sidecar, save_checkpoint
 from common.training.model import build_unet
+from simulations.experiment import ExperimentConfig
 
 REPO = Path(__file__).resolve().parents[1]
-HELD_OUT_SEED = 9_999  # the study's sites use seed 0: no held-out case is a training case
-SHIFTED = ("B", "C")  # the study's shifted sites (shift-federated.toml [shift] sites)
-VENDORS = ("A", "B", "C", "D", "U")
+HELD_OUT_SEED = 9_999  # the experiments' sites use seed 0: no held-out case is a training case
+VENDORS = (*TRAINING_VENDORS, UNSEEN_VENDOR)
 GOAL_TO_FLOOR, GOAL_ABSOLUTE = 1.5, 5.0
+DEFAULT_CONFIG = REPO / "simulations" / "configs" / "ef.toml"
 
 
-def choose_model(level: float) -> tuple[Path, float]:
-    tag = f"s{round(level * 100):03d}"
-    pattern = f"runs/shift-federated-{tag}/runs/federated-adaptive-ce*/seed-*/checkpoints/best.pt"
+def experiment(path: Path, level: float | None) -> ExperimentConfig:
+    """The experiment whose runs hold the model (one level of a ``[shift]`` study)."""
+    config = validate_config(ExperimentConfig, read_toml(path), path)
+    if config.shift is not None:
+        return config.at_level(max(config.shift.levels) if level is None else level)
+    if level is not None:
+        raise SystemExit(f"{path} has no [shift] section: --level does not apply")
+    return config
+
+
+def choose_model(config: ExperimentConfig) -> tuple[Path, float]:
     scored = []
-    for path in sorted(REPO.glob(pattern)):
-        score = protocol.mean_dice(read_sidecar(path).get("validation", {}))
-        if math.isfinite(score):
-            scored.append((score, path))
+    for condition in config.conditions:
+        if condition.kind != "federated" or condition.labels != "partial":
+            continue
+        folder = REPO / config.run_dir / "runs" / condition.slug
+        for path in sorted(folder.glob("seed-*/checkpoints/best.pt")):
+            score = protocol.mean_dice(read_sidecar(path).get("validation", {}))
+            if math.isfinite(score):
+                scored.append((score, path))
     if not scored:
         raise SystemExit(
-            f"no checkpoint matches {pattern}: run simulations/configs/shift-federated.toml first"
+            f"no partially labelled federated run of {config.name!r} has a best checkpoint under "
+            f"{config.run_dir}/runs: run its experiment first (simulations/run.py --config ...)"
         )
     score, path = max(scored)
     return path, score
+
+
+def site_shifts(config: ExperimentConfig) -> dict[str, DomainShift | None]:
+    """Each vendor a training site had, with that site's shift: how its held-out cases look."""
+    return {s.vendor: s.shift for s in config.train_sites if s.vendor is not None}
 
 
 def ef_of(labels: np.ndarray, spacing: tuple[float, float]) -> float:
@@ -75,11 +98,13 @@ def ef_of(labels: np.ndarray, spacing: tuple[float, float]) -> float:
     return float(row["ef_percent"]) if row["ef_percent"] != "" else math.nan
 
 
-def ef_table(checkpoint: Path, level: float, cases: int) -> dict[str, list[dict[str, float]]]:
+def ef_table(
+    checkpoint: Path, shifts: dict[str, DomainShift | None], cases: int
+) -> dict[str, list[dict[str, float]]]:
     model, card, _ = load_model(checkpoint, None, allow_unsigned=True)
     out: dict[str, list[dict[str, float]]] = {}
     for vendor in VENDORS:
-        shift = DomainShift(strength=level) if vendor in SHIFTED else None
+        shift = shifts.get(vendor)
         rows = []
         for i in range(cases):
             rec = generate_recording(
@@ -208,7 +233,8 @@ def report(choice: dict, summary: dict, timing: dict) -> str:
         "`python benchmarks/bench_ef.py`)",
         "",
         f"Model: `{choice['checkpoint']}` (best validation score {choice['validation']:.3f} "
-        f"among the shift-federated runs at s = {choice['level']}). Held-out synthetic cases, "
+        f"among the partially labelled federated runs of `{choice['experiment']}`; sites' vendors "
+        f"{', '.join(choice['seen'])}). Held-out synthetic cases, "
         "EF by the single-plane method of disks at ED and ES (given), against the generator's "
         "true EF. Floor: the same method on the true masks. MAE over every case where the model "
         f"found an LV; *flagged*: EF outside {EF_RANGE[0]:g}-{EF_RANGE[1]:g} %, which "
@@ -219,7 +245,7 @@ def report(choice: dict, summary: dict, timing: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for vendor, s in summary.items():
-        seen = "site's own domain" if vendor in ("A", *SHIFTED) else "never seen"
+        seen = "a site's domain" if vendor in choice["seen"] else "never seen"
         lines.append(
             f"| {vendor} ({seen}) | {s['cases']} ({s['measured']}) | {s['model_mae']:.2f} | "
             f"{s['floor_mae']:.2f} | {s['model_minus_floor']:+.2f} | {s['bias']:+.2f} ± "
@@ -243,18 +269,22 @@ def report(choice: dict, summary: dict, timing: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--level", type=float, default=1.0)
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="the experiment")
+    parser.add_argument("--level", type=float, default=None, help="a [shift] study's level")
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "ef")
     args = parser.parse_args()
-    checkpoint, score = choose_model(args.level)
+    config = experiment(args.config, args.level)
+    checkpoint, score = choose_model(config)
+    shifts = site_shifts(config)
     choice = {
         "checkpoint": str(checkpoint.relative_to(REPO)),
         "validation": score,
-        "level": args.level,
+        "experiment": config.name,
+        "seen": sorted(shifts),
     }
     print(f"model: {choice['checkpoint']} (validation {score:.3f})", flush=True)
-    table = ef_table(checkpoint, args.level, args.cases)
+    table = ef_table(checkpoint, shifts, args.cases)
     summary = summarise(table)
     timing = speed()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -141,6 +141,30 @@ def test_the_flags_say_what_is_missing_or_doubtful() -> None:
         measure("r", ed, spacing)
 
 
+def test_a_stray_island_of_lv_does_not_change_the_volumes() -> None:
+    """A prediction with a few pixels of "LV" far from the chamber (in the right ventricle, say):
+    the row is flagged, and the volumes, EF and ED/ES are those of the chamber alone, as a
+    clinician would trace it (without this, the long axis would span both pieces)."""
+    from common.measure.recording import measure
+    from common.measure.volumes import chambers
+
+    spacing = (0.5, 0.5)
+    ed = ellipse((200, 160), (50, 60), (40, 20), spacing, Structure.LV)
+    es = ellipse((200, 160), (50, 60), (34, 15), spacing, Structure.LV)
+    es = ellipse((200, 160), (92, 60), (6, 10), spacing, Structure.LA, out=es)
+    clean = measure("r", np.stack([ed, es]), spacing)
+    noisy_es = ellipse((200, 160), (30, 10), (3, 3), spacing, Structure.LV, out=es.copy())
+    noisy_es = ellipse((200, 160), (96, 10), (2, 2), spacing, Structure.LA, out=noisy_es)
+    noisy = measure("r", np.stack([ed, noisy_es]), spacing)
+    assert noisy["flags"] == "several-lv-components" and clean["flags"] == ""
+    for column in ("ed_frame", "es_frame", "edv_ml", "esv_ml", "ef_percent", "la_volume_es_ml"):
+        assert noisy[column] == clean[column], column
+    assert lv_components(chambers(noisy_es)) == 1
+    assert (chambers(noisy_es) == Structure.LA).sum() == (es == Structure.LA).sum()
+    # the island really would have mattered: tracing everything gives another ESV
+    assert trace(noisy_es, spacing).volume_ml != pytest.approx(float(clean["esv_ml"]), rel=0.05)
+
+
 def test_surface_agreement_in_millimetres() -> None:
     """Two squares, the prediction shifted by 4 pixels (2 mm at 0.5 mm): Dice 1 - 4/20, and
     every boundary distance at most 2 mm; a missing structure is NaN, not 0."""

@@ -5,8 +5,8 @@ smallest LV area. Quality flags say why a value is missing or doubtful:
 
 - ``no-spacing``: the pixel spacing is unknown; areas and volumes are left empty;
 - ``ed-es-not-found``: fewer than two frames show an LV;
-- ``several-lv-components``: the LV at ED or ES is in more than one piece (volumes use all of
-  it, as the method of disks cannot tell which piece is the chamber);
+- ``several-lv-components``: the LV at ED or ES is in more than one piece (the measurements use
+  the largest piece of the LV and of the LA: :func:`~common.measure.volumes.chambers`);
 - ``ef-out-of-range``: EF outside 10-85 %, beyond what a beating heart produces;
 - ``no-la``: no left atrium at ES (its area and volume are left empty).
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from common.labels import Structure
 from common.measure.volumes import (
+    chambers,
     ed_es_frames,
     ejection_fraction,
     la_volume_ml,
@@ -72,8 +73,9 @@ def measure(
     else:
         row["spacing_mm"] = f"{spacing[0]:.4g}x{spacing[1]:.4g}"
     if ed is None or es is None:
+        areas = [(chambers(frame) == Structure.LV).sum() for frame in labels]
         try:
-            ed, es = ed_es_frames((labels == Structure.LV).sum(axis=(1, 2)))
+            ed, es = ed_es_frames(np.asarray(areas))
         except ValueError:
             flags.append("ed-es-not-found")
             row["flags"] = " ".join(flags)
@@ -81,9 +83,10 @@ def measure(
     row.update(ed_frame=ed, es_frame=es)
     if any(lv_components(labels[t]) > 1 for t in (ed, es)):
         flags.append("several-lv-components")
+    at = {t: chambers(labels[t]) for t in (ed, es)}
     if spacing is not None:
         try:
-            at_ed, at_es = trace(labels[ed], spacing), trace(labels[es], spacing)
+            at_ed, at_es = trace(at[ed], spacing), trace(at[es], spacing)
         except ValueError:
             flags.append("ed-es-not-found")
         else:
@@ -98,7 +101,7 @@ def measure(
             if not EF_RANGE[0] <= ef <= EF_RANGE[1]:
                 flags.append("ef-out-of-range")
         try:
-            area, volume = la_volume_ml(labels[es], spacing)
+            area, volume = la_volume_ml(at[es], spacing)
             row.update(la_area_es_cm2=round(area / 100, 3), la_volume_es_ml=round(float(volume), 2))
         except ValueError:
             flags.append("no-la")
@@ -115,8 +118,11 @@ def biplane(
     """Biplane EDV, ESV and EF from the (ED, ES) label maps of the A4C and A2C views."""
     from common.measure.volumes import biplane_volume_ml
 
-    edv = biplane_volume_ml(trace(four[0], spacing4), trace(two[0], spacing2))
-    esv = biplane_volume_ml(trace(four[1], spacing4), trace(two[1], spacing2))
+    def lv(labels: np.ndarray, spacing: tuple[float, float]):  # type: ignore[no-untyped-def]
+        return trace(chambers(labels), spacing)
+
+    edv = biplane_volume_ml(lv(four[0], spacing4), lv(two[0], spacing2))
+    esv = biplane_volume_ml(lv(four[1], spacing4), lv(two[1], spacing2))
     return {
         "biplane_edv_ml": round(edv, 2),
         "biplane_esv_ml": round(esv, 2),

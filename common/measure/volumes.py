@@ -137,3 +137,17 @@ def lv_components(labels: np.ndarray) -> int:
     """Connected components (4-connected) of the LV in one label map."""
     _, n = ndimage.label(np.asarray(labels) == Structure.LV)
     return int(n)
+
+
+def chambers(labels: np.ndarray) -> np.ndarray:
+    """``labels`` (H, W) with the LV and the LA each reduced to its largest 4-connected piece
+    (smaller pieces become background): the chamber a clinician traces. A segmentation's stray
+    islands (a few pixels of "LV" in the right ventricle) would otherwise set the long axis
+    across both pieces and make the volume meaningless."""
+    out = np.array(labels, copy=True)
+    for structure in (Structure.LV, Structure.LA):
+        pieces, n = ndimage.label(out == structure)
+        if n > 1:
+            sizes = np.bincount(pieces.ravel())[1:]
+            out[(pieces > 0) & (pieces != 1 + int(np.argmax(sizes)))] = 0
+    return out
