@@ -14,7 +14,8 @@
    ``fl-client predict`` (:mod:`fl_server.delivery`; only when the coordinator signs).
 
 Everything goes to ``output-dir``: ``metrics.jsonl`` (every round x site x structure),
-``checkpoints/``, ``summary.json``.
+``tensorboard/`` (the same per-round numbers as TensorBoard scalars; run setting
+``tensorboard``), ``checkpoints/``, ``summary.json``.
 """
 
 from __future__ import annotations
@@ -78,16 +79,19 @@ def dice_line(metrics: dict) -> str:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     settings = parse_run_settings(context.run_config)
+    run = FederatedRun(settings, grid)
     try:
-        FederatedRun(settings, grid).run()
+        run.run()
     except FederationError as exc:
         say(
             f"STOPPED: {exc}. Every checkpoint written so far is kept in "
             f"{settings.output_path / 'checkpoints'}; continue later with "
             "fl-server run --resume <run> (or the run config resume=true)."
         )
-        MetricsLog(settings.output_path / "metrics.jsonl").event("stopped", reason=str(exc))
+        run.log.event("stopped", reason=str(exc))
         raise
+    finally:
+        run.log.close()
 
 
 class FederatedRun:
@@ -98,7 +102,9 @@ class FederatedRun:
         self.grid = prompt(grid)  # replies noticed within 0.1 s, not Flower's 3 s naps
         self.out = settings.output_path
         self.out.mkdir(parents=True, exist_ok=True)
-        self.log = MetricsLog(self.out / "metrics.jsonl")
+        self.log = MetricsLog(
+            self.out / "metrics.jsonl", self.out / "tensorboard" if settings.tensorboard else None
+        )
         self.checkpoints = self.out / "checkpoints"
         self.signing_key = (
             load_signing_key(Path(settings.signing_key)) if settings.signing_key else None

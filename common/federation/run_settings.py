@@ -51,6 +51,8 @@ class RunOptions(StrictModel):
     signing_key: str = Field("", alias="signing-key")  # coordinator: sign every checkpoint
     # send the signed final model to every connected site at the end (fl_server.delivery)
     distribute_model: bool = Field(True, alias="distribute-model")
+    # the per-round metrics also as TensorBoard scalars in <output-dir>/tensorboard/
+    tensorboard: bool = True
     verify_key: str = Field("", alias="verify-key")  # public key for initial-checkpoint
     initial_checkpoint: str = Field("", alias="initial-checkpoint")  # fine-tune from a model
     site_registry: str = Field("", alias="site-registry")  # coordinator: name -> node id

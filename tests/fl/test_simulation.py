@@ -223,3 +223,30 @@ def test_the_coordinators_run_report(run: dict) -> None:
         in text
     )
     assert (path.parent / "curves.png").stat().st_size < 300_000
+
+
+def test_tensorboard_has_the_per_round_dice_of_the_metrics_log(run: dict) -> None:
+    """The run's TensorBoard file (run setting tensorboard, on by default) holds every round's
+    aggregate validation Dice and each site's, equal to the metrics log's, and the round times."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events_dir = run["out"] / "tensorboard"
+    assert list(events_dir.glob("events.out.tfevents.*"))
+    board = EventAccumulator(str(events_dir))
+    board.Reload()
+    tags = set(board.Tags()["scalars"])
+    logged = {
+        (r["site"], r["round"]): r
+        for r in run["rows"]
+        if r.get("phase") == "val" and "event" not in r
+    }
+    for site, tag_site in (("*", "all"), ("A", "A"), ("B", "B"), ("D", "D")):
+        for s in ("LV", "MYO", "LA"):
+            tag = f"val/{tag_site}/full-dice-{s}"
+            assert tag in tags
+            scalars = {e.step: e.value for e in board.Scalars(tag)}
+            assert sorted(scalars) == list(range(ROUNDS + 1))
+            for r, value in scalars.items():
+                assert value == pytest.approx(logged[(site, r)][f"full-dice-{s}"], abs=1e-6)
+    assert [e.step for e in board.Scalars("round/seconds")] == list(range(1, ROUNDS + 1))
+    assert all(e.value > 0 for e in board.Scalars("round/seconds"))
