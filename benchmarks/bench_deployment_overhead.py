@@ -38,7 +38,7 @@ import numpy as np
 from common_setup import federation, load, plain_fedavg, record, slowest_training
 
 from common.security.checkpoint import load_checkpoint
-from simulations.loopback import Cluster, done_rounds
+from fl_server.loopback import Cluster, done_rounds
 
 GOAL_RATIO, GOAL_MESSAGE_S = 1.3, 0.5
 SITES = {"A": 80, "B": 240, "C": 24}

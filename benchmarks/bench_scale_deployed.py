@@ -27,7 +27,7 @@ from pathlib import Path
 from common_setup import pss_mb, record, slowest_training
 
 from common.processes import family
-from simulations.loopback import Cluster, done_rounds
+from fl_server.loopback import Cluster, done_rounds
 
 
 class MemoryWatch:

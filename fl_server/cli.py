@@ -672,6 +672,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """A real TLS federation of three synthetic hospitals on loopback, then everything stopped."""
+    from fl_server.demo import main as demo
+
+    return demo(args.dir, args.keep, args.rounds, args.cases, args.image_size)
+
+
 def cmd_app_hash(args: argparse.Namespace) -> int:
     """The SHA-256 of the app bundle built from an echofl source folder: what a hospital pins
     in ``trusted_apps`` (computed by the hospital itself from the release it reviewed, or
@@ -853,6 +860,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_home(sub.add_parser("report", help="a run's tables and validation curves"))
     p.add_argument("run", type=run_name_arg, help="the run's name (its folder in H/runs/)")
     p.set_defaults(fn=cmd_report)
+    p = sub.add_parser(
+        "demo",
+        help="a real TLS federation of 3 synthetic hospitals on loopback, a few rounds, cleaned up",
+    )
+    p.add_argument("--dir", type=Path, help="keep everything here (default: a temporary folder)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    p.add_argument("--rounds", type=positive_int, default=2, help="federated rounds")
+    p.add_argument("--cases", type=positive_int, default=10, help="synthetic cases per hospital")
+    p.add_argument("--image-size", type=positive_int, default=64, help="training image size (px)")
+    p.set_defaults(fn=cmd_demo)
     p = with_home(
         sub.add_parser("app-hash", help="the app bundle's SHA-256, for the sites' trusted_apps")
     )

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.errors import EchoflError
 from common.processes import family, free_port, kill_all, processes_mentioning
 
 CONNECTION = "echofl-sim"
@@ -152,12 +153,24 @@ class LocalRay:
         kill_all(targets - {os.getpid(), os.getppid()}, 10.0)
 
 
+def require_simulation_extra() -> None:
+    """Flower's simulation engine runs on Ray, an optional extra (hospitals do not need it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise EchoflError(
+            "research simulation needs Flower's simulation engine (Ray), which is not installed: "
+            "pip install -e '.[simulation]' (hospitals and the coordinator do not need it)"
+        )
+
+
 class SimulationEngine:
     """A project-owned ``FLWR_HOME`` with its managed local SuperLink (started by the first
     run, reused by later ones, stopped by :meth:`close` or on leaving a ``with`` block); with
     ``keep_ray``, also one Ray head that every run joins."""
 
     def __init__(self, flwr_home: Path, resources: Resources | None = None) -> None:
+        require_simulation_extra()
         self.flwr_home = flwr_home.resolve()
         self.resources = resources or Resources()
         write_connection(self.flwr_home)

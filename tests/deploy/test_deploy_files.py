@@ -714,7 +714,7 @@ def test_the_shipped_nginx_file_is_what_proxy_config_prints(
 
 def test_status_exits_non_zero_and_says_so_when_the_superlink_is_down(tmp_path: Path) -> None:
     from common.processes import free_port
-    from simulations.loopback import cli
+    from fl_server.loopback import cli
 
     home = tmp_path / "home"
     init = cli(

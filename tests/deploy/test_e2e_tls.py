@@ -22,7 +22,7 @@ import pytest
 from fl_server.audit import app_digest, file_digest, read_audit
 from fl_server.cli import _flwr_env
 from fl_server.coordinator import CONNECTION, DEFAULT_APP_DIR, CoordinatorHome
-from simulations.loopback import Cluster, cli, done_rounds
+from fl_server.loopback import Cluster, cli, done_rounds
 from tests.helpers import ProcessWatch, acquire_task_without_secret
 
 SITES = {

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from simulations.loopback import Cluster, done_rounds, stop
+from fl_server.loopback import Cluster, done_rounds, stop
 from tests.helpers import ProcessWatch
 
 SITES = {"A": ("A", "camus-nifti"), "B": ("B", "echonet-dynamic"), "D": ("D", "folder")}

@@ -165,3 +165,18 @@ def test_bad_cfg_line(site: Path) -> None:
     cfg.write_text(cfg.read_text() + "garbage without colon\n")
     with pytest.raises(DataError, match=r"patient0002.Info_4CH\.cfg: line \d+: expected"):
         camus_legacy.load(site, site="s")
+
+
+def test_without_simpleitk_the_legacy_reader_says_which_extra_to_install(
+    site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SimpleITK is optional (only this reader uses it): reading a legacy tree without it names
+    the file and the install extra, instead of an ImportError at import time."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "SimpleITK", None)  # import SimpleITK -> ImportError
+    header = next(site.rglob("*.mhd"))
+    with pytest.raises(DataError) as err:
+        camus_legacy.read_mhd(header)
+    assert str(header) in str(err.value)
+    assert "pip install 'echofl[camus-legacy]'" in str(err.value)

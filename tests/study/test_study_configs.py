@@ -14,8 +14,8 @@ import pytest
 from common.config import load_config
 from common.data.cache import load_site_cached
 from common.labels import Structure
+from fl_server.loopback import Cluster
 from simulations.experiment import ExperimentConfig
-from simulations.loopback import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "simulations" / "configs"

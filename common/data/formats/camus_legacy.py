@@ -33,7 +33,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from common.data.formats.camus_nifti import (
     LABELLED,
@@ -178,10 +177,25 @@ def fold_files(root: Path, fold: int) -> dict[Split, Path]:
 # ---------------------------------------------------------------- MetaImage files
 
 
+def _sitk(path: Path):  # type: ignore[no-untyped-def]
+    """SimpleITK, an optional dependency (only this legacy reader uses it)."""
+    try:
+        import SimpleITK
+    except ImportError:
+        raise DataError(
+            path,
+            "the legacy CAMUS format (.mhd/.raw) needs SimpleITK, which is not installed: "
+            "pip install 'echofl[camus-legacy]' (or convert the dataset to the CAMUS NIfTI "
+            "release, format camus-nifti)",
+        ) from None
+    return SimpleITK
+
+
 def read_mhd(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
     """(H, W) array (a leading axis of length 1 dropped) and ``spacing_mm`` (row, column)."""
     if not path.is_file():
         raise DataError(path, "missing MetaImage header")
+    sitk = _sitk(path)
     try:
         image = sitk.ReadImage(str(path))
         data = sitk.GetArrayFromImage(image)
@@ -200,6 +214,7 @@ def write_mhd(path: Path, array: np.ndarray, spacing_mm: tuple[float, float]) ->
     data = np.asarray(array, dtype=np.uint8)
     if data.ndim == 2:
         data = data[None]
+    sitk = _sitk(path)
     image = sitk.GetImageFromArray(data)
     image.SetSpacing((float(spacing_mm[1]), float(spacing_mm[0]), 1.0))
     sitk.WriteImage(image, str(path), False)
