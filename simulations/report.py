@@ -3,7 +3,8 @@
 * ``results.csv``: one row per condition x site x structure: mean and sd of Dice over seeds,
   the number of seeds, mean predicted/true area ratio, whether the full ground truth scored it;
 * ``results.md``: the same as a table (sites x structures by conditions, mean ± sd);
-* ``curves.png``: mean validation Dice (full ground truth) per round/epoch per condition;
+* ``curves.png``: validation Dice (full ground truth) per round/epoch per condition, the mean of
+  the structures and one panel per structure (one colour per condition in every figure);
 * ``bars.png``: test Dice per site and structure, one bar per condition;
 * ``overlays-<site>.png``: predictions of every condition (first seed) on test images.
 """
@@ -107,49 +108,89 @@ def markdown_table(
     return "\n".join(lines)
 
 
+def condition_styles(conditions: Sequence[Condition]) -> dict[str, dict[str, Any]]:
+    """One colour (and line style, past 20 conditions) per condition, in the config's order:
+    the same condition looks the same in every figure of a report."""
+    colours = plt.get_cmap("tab20" if len(conditions) > 10 else "tab10").colors
+    n = len(colours)
+    return {
+        c.name: {"color": colours[i % n], "linestyle": ("-", "--", ":")[(i // n) % 3]}
+        for i, c in enumerate(conditions)
+    }
+
+
 def plot_curves(results: Sequence[dict[str, Any]], config: ExperimentConfig, path: Path) -> None:
+    """Validation Dice per round/epoch: the mean of the structures, and one panel per structure
+    where the runs recorded it (``curves_by_structure``; runs from before it have the mean)."""
+    panels: list[tuple[str, str | None]] = [("mean of LV/MYO/LA", None)]
+    if any("curves_by_structure" in r for r in results):
+        panels += [(s.name, s.name) for s in STRUCTURES]
     many = len(config.conditions) > 10
-    fig, ax = plt.subplots(figsize=(10, 5.2) if many else (7, 4.2))
+    width = (10 if many else 7) if len(panels) == 1 else 4.2 * len(panels) + (3 if many else 0)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 4.6), sharey=True, squeeze=False)
+    styles = condition_styles(config.conditions)
+    for ax, (title, structure) in zip(axes[0], panels, strict=True):
+        _draw_curves(ax, results, config, styles, structure)
+        ax.set_title(title, fontsize=9)
+    axes[0][0].set_ylabel("validation Dice (full truth)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if many or len(panels) > 1:  # the legend beside the plot, not over the curves
+        fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    else:
+        axes[0][0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _draw_curves(  # type: ignore[no-untyped-def]
+    ax, results, config: ExperimentConfig, styles: dict, structure: str | None
+) -> None:
     le = config.recipe.train.epochs
-    colours = plt.get_cmap("tab20").colors
-    for i, cond in enumerate(config.conditions):
-        style = {"color": colours[i % 20], "linestyle": ("-", "--", ":")[(i // 20) % 3]}
+    for cond in config.conditions:
+        style = dict(styles[cond.name])
         runs = [r for r in results if r["condition"] == cond.name]
+        if structure is not None:
+            runs = [r for r in runs if "curves_by_structure" in r]
         if not runs:
             continue
         curves = []
         for r in runs:
-            for name, curve in r["curves"].items():
+            source = (
+                r["curves"]
+                if structure is None
+                else {k: v[structure] for k, v in r["curves_by_structure"].items()}
+            )
+            for name, curve in source.items():
                 if cond.kind == "federated":
                     x = np.arange(len(curve)) * le
                 else:
                     x = np.arange(1, len(curve) + 1)
                 curves.append((x, np.array(curve, dtype=float), name))
-        if cond.kind == "local":  # one line per site, mean over seeds
-            for name in sorted({c[2] for c in curves}):
+        if cond.kind == "local":  # one thin line per site in the condition's colour
+            for k, name in enumerate(sorted({c[2] for c in curves})):
                 mine = [c for c in curves if c[2] == name]
                 length = min(len(c[1]) for c in mine)
                 y = np.nanmean(np.stack([c[1][:length] for c in mine]), axis=0)
-                ax.plot(mine[0][0][:length], y, lw=1, alpha=0.7, label=f"{cond.name} ({name})")
-                style["linestyle"] = "-."
+                ax.plot(
+                    mine[0][0][:length], y, lw=1, alpha=0.8, color=style["color"],
+                    linestyle=(":", "-.", "--", (0, (1, 3)))[k % 4], label=f"{cond.name} ({name})",
+                )  # fmt: skip
         else:
             length = min(len(c[1]) for c in curves)
             y = np.nanmean(np.stack([c[1][:length] for c in curves]), axis=0)
             ax.plot(curves[0][0][:length], y, lw=2, label=cond.name, **style)
-    ax.set_xlabel("epochs over each site's data (round x local epochs)")
-    ax.set_ylabel("validation Dice, mean of LV/MYO/LA (full truth)")
+    ax.set_xlabel("epochs over each site's data\n(round x local epochs)", fontsize=8)
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
-    if many:  # the legend beside the plot, not over the curves
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    else:
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
-def plot_bars(rows: list[dict[str, Any]], conditions: Sequence[str], path: Path) -> None:
+def plot_bars(
+    rows: list[dict[str, Any]],
+    conditions: Sequence[str],
+    path: Path,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
     groups = list(dict.fromkeys((r["site"], r["structure"]) for r in rows))
     by_key = {(r["condition"], r["site"], r["structure"]): r for r in rows}
     width = 0.8 / max(len(conditions), 1)
@@ -165,14 +206,18 @@ def plot_bars(rows: list[dict[str, Any]], conditions: Sequence[str], path: Path)
             yerr=sds,
             label=cond,
             capsize=2,
+            **({"color": styles[cond]["color"]} if styles and cond in styles else {}),
         )
     ax.set_xticks(x, [f"{site}\n{structure}" for site, structure in groups], fontsize=7)
     ax.set_ylabel("test Dice")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, ncols=2, loc="lower left")
+    ax.legend(  # above the bars, never over them
+        fontsize=7, ncols=min(3, max(len(conditions), 1)), loc="lower center",
+        bbox_to_anchor=(0.5, 1.01), frameon=False,
+    )  # fmt: skip
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -250,6 +295,48 @@ def plot_overlays(
     return paths
 
 
+def setup_markdown(config: ExperimentConfig, data: Mapping[str, SiteData]) -> str:
+    """The study's set-up: every site (where its data come from, how many cases and images,
+    what it annotates) and the training settings every condition starts from."""
+    lines = [
+        "## Set-up\n",
+        "| site | role | data | format | cases | training images | annotates |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for site in config.sites:
+        source = f"synthetic vendor {site.vendor}" if site.synthetic else f"`{site.root}`"
+        if site.shift is not None:
+            source += f", shift s = {site.shift.strength:g}"
+        loaded = data.get(site.name)
+        cases = site.cases if site.synthetic else (site.max_cases or "all")
+        images = len(loaded.split("train")) if loaded is not None and site.role == "train" else "-"
+        labels = (
+            ", ".join(s.name for s in loaded.labelled_set)
+            if loaded is not None and site.role == "train"
+            else "- (evaluation only)"
+        )
+        lines.append(
+            f"| {site.name} | {site.role} | {source} | {site.format} | {cases} | {images} | "
+            f"{labels} |"
+        )
+    r = config.recipe
+    agg = r.aggregation
+    lines += [
+        "",
+        f"Training (before each condition's changes): {r.preprocess.size[0]} x "
+        f"{r.preprocess.size[1]} px, {config.budget.rounds} rounds x {r.train.epochs} local "
+        f"epoch(s) (pooled runs: {config.epochs} epochs), batch {r.train.batch_size}, "
+        f"lr {r.optimiser.lr:g}, loss {r.loss.name}, label dropout p = {r.label_dropout.p:g}; "
+        f"aggregation {agg.strategy}"
+        + (f", server momentum {agg.server_momentum:g}" if agg.server_momentum else "")
+        + (", step-normalised" if agg.step_normalised else "")
+        + f". Seeds: {', '.join(str(x) for x in config.seeds)} ({len(config.seeds)}). "
+        "Conditions: " + "; ".join(f"{c.name} ({c.kind})" for c in config.conditions) + ".",
+        "",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def write_report(
     config: ExperimentConfig,
     results: Sequence[dict[str, Any]],
@@ -285,7 +372,10 @@ def write_report(
         "local/centralised), final models. Synthetic sites are scored on the full ground truth "
         "(every structure); `*` marks a structure that site does not annotate"
         f"{' (evaluation-only sites: ' + ', '.join(sorted(test_only)) + ')' if test_only else ''}."
+        " What the numbers mean and what they do not: [docs/study.md](../../../docs/study.md)."
         "\n\n"
+        + setup_markdown(config, data)
+        + "## Test Dice\n\n"
         + markdown_table(rows, names, labelled)
         + "\n\n"
         + study
@@ -296,7 +386,7 @@ def write_report(
         + f"\n_Generated by `{command}`._\n"
     )
     plot_curves(results, config, out_dir / "curves.png")
-    plot_bars(rows, names, out_dir / "bars.png")
+    plot_bars(rows, names, out_dir / "bars.png", condition_styles(config.conditions))
     first_seed = min(config.seeds)
     models: dict[str, dict[str, Path]] = {}
     for cond in conditions[:MAX_OVERLAY_CONDITIONS]:  # a figure stays readable (and small)

@@ -31,6 +31,7 @@ from common.labels import partially_labelled
 from common.recipe import Recipe
 from common.security.checkpoint import load_checkpoint
 from common.training.loop import SegmentationTensors, resolve_device, train
+from common.training.metrics import STRUCTURES
 from common.training.model import build_unet
 from common.training.scoring import score_sites
 from fl_server.metrics_log import read_metrics_log
@@ -89,14 +90,21 @@ def run_pooled(ctx: RunContext, condition: Condition, seed: int, out: Path) -> d
     groups = [train_names] if condition.kind == "centralised" else [[n] for n in train_names]
     test: dict[str, dict[str, float]] = {}
     curves: dict[str, list[float]] = {}
+    by_structure: dict[str, dict[str, list[float]]] = {}
     for names in groups:
         parts = [_labels(ctx.data[n], condition).split("train") for n in names]
         vals = [_labels(ctx.data[n], condition).split("val") for n in names]
         vals = [v for v in vals if len(v)]
         curve: list[float] = []
+        structures: dict[str, list[float]] = {s.name: [] for s in STRUCTURES}
 
-        def on_epoch(epoch: int, stats: Any, val: Any, curve: list[float] = curve) -> None:
+        def on_epoch(  # type: ignore[no-untyped-def]
+            epoch: int, stats: Any, val: Any, curve: list[float] = curve, structures=structures
+        ) -> None:
             curve.append(_mean_full_dice(val.scores.dice) if val is not None else math.nan)
+            for s in STRUCTURES:
+                dice = val.scores.dice.get(s, math.nan) if val is not None else math.nan
+                structures[s.name].append(float(dice))
 
         torch.manual_seed(seed)
         model = build_unet(recipe.model)
@@ -119,8 +127,9 @@ def run_pooled(ctx: RunContext, condition: Condition, seed: int, out: Path) -> d
         test.update(score_sites(model, scored, split="test", device=device))
         key = "all" if condition.kind == "centralised" else names[0]
         curves[key] = curve
+        by_structure[key] = structures
         torch.save(model.state_dict(), out / f"model-{key}.pt")
-    return {"test": test, "curves": curves}
+    return {"test": test, "curves": curves, "curves_by_structure": by_structure}
 
 
 def _mean_full_dice(dice: Mapping[Any, float]) -> float:
@@ -169,18 +178,19 @@ def run_federated(ctx: RunContext, condition: Condition, seed: int, out: Path) -
     torch.set_num_threads(_threads(config))
     device = resolve_device(config.resources.device)
     rows = read_metrics_log(out / "metrics.jsonl")
-    curve = [
-        _mean_full_dice(protocol.scored_dice(r, protocol.FULL))
-        for r in sorted(
-            (r for r in rows if r.get("phase") == "val" and r.get("site") == "*"),
-            key=lambda r: r["round"],
-        )
-    ]
+    aggregates = sorted(
+        (r for r in rows if r.get("phase") == "val" and r.get("site") == "*" and "event" not in r),
+        key=lambda r: r["round"],
+    )
+    dice = [protocol.scored_dice(r, protocol.FULL) for r in aggregates]
+    curve = [_mean_full_dice(d) for d in dice]
+    structures = {s.name: [float(d.get(s, math.nan)) for d in dice] for s in STRUCTURES}
     torch.save(model.state_dict(), out / "model-all.pt")
     return {
         "drift": mean_drift(out),  # kept in result.json: the metrics log is not committed
         "test": score_sites(model, ctx.data, split="test", device=device),
         "curves": {"all": curve},
+        "curves_by_structure": {"all": structures},  # validation Dice per structure and round
     }
 
 

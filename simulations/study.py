@@ -236,7 +236,58 @@ def fmt_paired(p: Paired | None, relative: bool = True) -> str:
         return "-"
     rel = f" ({p.relative:+.0%})" if relative and not math.isnan(p.relative) else ""
     ci = "" if math.isnan(p.ci_low) else f", 95% CI [{p.ci_low:+.3f}, {p.ci_high:+.3f}]"
-    return f"{p.mean_a:.3f} -> {p.mean_b:.3f}{rel}, diff {p.mean_diff:+.3f}{ci}: **{p.verdict}**"
+    return (
+        f"{p.mean_a:.3f} -> {p.mean_b:.3f}{rel}, diff {p.mean_diff:+.3f}{ci}: "
+        f"**{p.verdict}** ({p.seeds} seeds)"
+    )
+
+
+def comparisons_markdown(
+    results: Sequence[dict[str, Any]],
+    pairs: Sequence[tuple[str, str]],
+    groups: Sequence[tuple[str, Sequence[Cell]]],
+) -> list[str]:
+    """One row per comparison (``base -> other`` on one kind of cell): both means, the paired
+    difference, its 95% CI, the number of seeds and the verdict."""
+    out = [
+        "| comparison | cells | from | to | difference | 95% CI | seeds | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for base, other in pairs:
+        for label, cells in groups:
+            p = compare(results, base, other, cells) if cells else None
+            if p is None:
+                continue
+            ci = "-" if math.isnan(p.ci_low) else f"[{p.ci_low:+.3f}, {p.ci_high:+.3f}]"
+            out.append(
+                f"| {base} -> {other} | {label} | {p.mean_a:.3f} | {p.mean_b:.3f} | "
+                f"{p.mean_diff:+.3f} | {ci} | {p.seeds} | **{p.verdict}** |"
+            )
+    return out if len(out) > 2 else []
+
+
+def per_seed_markdown(
+    results: Sequence[dict[str, Any]],
+    names: Sequence[str],
+    groups: Sequence[tuple[str, Sequence[Cell]]],
+) -> list[str]:
+    """Each seed's mean Dice per kind of cell: where seeds disagree (a bimodal result), the mean
+    ± sd hides it."""
+    seeds = sorted({r["seed"] for r in results})
+    if len(seeds) < 2:
+        return []
+    out = [
+        "| condition | cells | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---|---|" + "---|" * len(seeds),
+    ]
+    for name in names:
+        for label, cells in groups:
+            if not cells:
+                continue
+            values = per_seed(results, name, cells)
+            row = [f"{values[s]:.3f}" if s in values else "-" for s in seeds]
+            out.append(f"| {name} | {label} | " + " | ".join(row) + " |")
+    return out
 
 
 def _mean_sd(values: Sequence[float]) -> str:
@@ -278,14 +329,30 @@ def study_markdown(
         + ", ".join(f"{c.site}/{c.structure}" for c in unannotated)
         + ".\n"
     )
-    out.append("| condition | " + " | ".join(g for g, _ in groups) + " |")
-    out.append("|---|" + "---|" * len(groups))
+    out.append("| condition | " + " | ".join(g for g, _ in groups) + " | seeds |")
+    out.append("|---|" + "---|" * (len(groups) + 1))
     for name in names:
         cells = [
             _mean_sd(list(per_seed(results, name, g).values())) if g else "-" for _, g in groups
         ]
-        out.append(f"| {name} | " + " | ".join(cells) + " |")
+        n = len({x["seed"] for x in results if x["condition"] == name})
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {n} |")
     out.append("")
+    seeds_table = per_seed_markdown(results, names, groups)
+    if seeds_table:
+        out.append("## Per seed\n")
+        out.append("Mean Dice over the cells of each kind, for every seed.\n")
+        out.extend([*seeds_table, ""])
+    baseline = r.adaptive or (names[0] if names else None)
+    compared = [(baseline, n) for n in names if baseline and n != baseline]
+    table = comparisons_markdown(results, compared, groups)
+    if table:
+        out.append("## Comparisons\n")
+        out.append(
+            f"Each condition against {baseline}, paired by seed (Student t interval of the "
+            "mean difference); a CI that contains 0 is a tie.\n"
+        )
+        out.extend([*table, ""])
 
     if r.adaptive and (r.dropout or r.fedprox_dropout or r.upper):
         out.append("## Label dropout against adaptive CE, per unannotated cell (federated)\n")

@@ -34,6 +34,10 @@ def test_sleep_is_capped_and_the_rest_is_time() -> None:
     started = time.perf_counter()
     fast.sleep(0.01)
     assert 0.005 < time.perf_counter() - started < 0.2  # shorter waits are kept
+    slow = prompt_time(2.0, local_s=0.02)  # Flower's 0.5 s local waits: capped at local_s
+    started = time.perf_counter()
+    slow.sleep(0.5)
+    assert time.perf_counter() - started < 0.2
     assert fast.monotonic is time.monotonic and fast.time is time.time
 
 

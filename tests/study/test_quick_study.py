@@ -17,7 +17,11 @@ from simulations.study import Cell, compare, fmt_paired
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).with_name("tiny.toml")
 SECTIONS = [
+    "## Set-up",
+    "## Test Dice",
     "## Mean Dice by kind of cell",
+    "## Per seed",
+    "## Comparisons",
     "## Label dropout against adaptive CE, per unannotated cell (federated)",
     "## Label dropout without federation (centralised pooled)",
     "## Federated / centralised",
@@ -100,3 +104,30 @@ def test_numbers_come_from_the_runs(study: dict) -> None:
     )
     line = next(x for x in study["markdown"].splitlines() if x.startswith("| B/MYO |"))
     assert fmt_paired(cell) in line
+
+
+def test_setup_per_seed_and_comparison_tables(study: dict) -> None:
+    """The set-up names every site with its vendor and what it annotates; the per-seed table and
+    the one-row-per-comparison table hold the numbers the runs give, with the seed count beside
+    every verdict."""
+    from simulations.study import per_seed
+
+    markdown, results = study["markdown"], study["results"]
+    lines = markdown.splitlines()
+    assert any(x.startswith("| A | train | synthetic vendor A |") for x in lines)
+    assert any(x.startswith("| U | test | synthetic vendor U |") for x in lines)
+    listed = next(x for x in lines if x.startswith("Mean over the cells of each kind"))
+    names = listed.split("Unannotated cells: ")[1].rstrip(".").split(", ")
+    unannotated = [Cell(*n.split("/")) for n in names]
+    assert Cell("B", "MYO") in unannotated  # B annotates LV only (tiny.toml)
+    for name in ("FedAvg, adaptive CE", "FedAvg, adaptive CE + LD 0.5"):
+        values = per_seed(results, name, unannotated)
+        row = next(x for x in lines if x.startswith(f"| {name} | unannotated (shortcut) cells |"))
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        assert cells[2:] == [f"{values[s]:.3f}" for s in sorted(values)]
+    p = compare(results, "FedAvg, adaptive CE", "FedAvg, adaptive CE + LD 0.5", unannotated)
+    head = "| FedAvg, adaptive CE -> FedAvg, adaptive CE + LD 0.5 | unannotated (shortcut) cells |"
+    row = next(x for x in lines if x.startswith(head))
+    assert f"| {p.mean_a:.3f} | {p.mean_b:.3f} | {p.mean_diff:+.3f} |" in row
+    assert row.endswith(f"| {p.seeds} | **{p.verdict}** |")
+    assert "seeds)" in fmt_paired(p)
