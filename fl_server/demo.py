@@ -121,8 +121,11 @@ def main(directory: Path | None, keep: bool, rounds: int, cases: int, image_size
     started = time.perf_counter()
     try:
         models = run_demo(base.resolve(), rounds, cases, image_size, say)
-    except EchoflError as exc:
-        say(f"FAILED: {exc}")
+    except KeyboardInterrupt:
+        say(f"interrupted; everything the demo started is stopped (its folder: {base})")
+        return 130
+    except (EchoflError, RuntimeError, TimeoutError, OSError) as exc:  # the step's own message
+        say(f"FAILED: {exc} (the demo's folder, with every log: {base})")
         return 1
     for site, digest in models.items():
         say(f"site {site}: final model verified, sha256 {digest[:16]}")
