@@ -48,7 +48,9 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_smoke_runs_and_prints_the_table(smoke: dict) -> None:
     first = smoke["first"]
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    header = next(line for line in first.stdout.splitlines() if line.startswith("| site |"))
+    lines = first.stdout.splitlines()
+    assert any(line.startswith("| A | train | synthetic vendor A |") for line in lines)  # set-up
+    header = next(line for line in lines if line.startswith("| site | structure |"))
     assert header == "| site | structure | " + " | ".join(CONDITIONS) + " |"
     assert "round 2/2 done" in first.stdout  # progress per round was shown
     assert smoke["leftovers"] == {}
