@@ -72,8 +72,15 @@ def measure(
         flags.append("no-spacing")
     else:
         row["spacing_mm"] = f"{spacing[0]:.4g}x{spacing[1]:.4g}"
+    cleaned: dict[int, np.ndarray] = {}  # frame -> its chambers, each frame cleaned once
+
+    def chambers_of(t: int) -> np.ndarray:
+        if t not in cleaned:
+            cleaned[t] = chambers(labels[t])
+        return cleaned[t]
+
     if ed is None or es is None:
-        areas = [(chambers(frame) == Structure.LV).sum() for frame in labels]
+        areas = [(chambers_of(t) == Structure.LV).sum() for t in range(len(labels))]
         try:
             ed, es = ed_es_frames(np.asarray(areas))
         except ValueError:
@@ -83,7 +90,7 @@ def measure(
     row.update(ed_frame=ed, es_frame=es)
     if any(lv_components(labels[t]) > 1 for t in (ed, es)):
         flags.append("several-lv-components")
-    at = {t: chambers(labels[t]) for t in (ed, es)}
+    at = {t: chambers_of(t) for t in (ed, es)}
     if spacing is not None:
         try:
             at_ed, at_es = trace(at[ed], spacing), trace(at[es], spacing)
@@ -118,11 +125,9 @@ def biplane(
     """Biplane EDV, ESV and EF from the (ED, ES) label maps of the A4C and A2C views."""
     from common.measure.volumes import biplane_volume_ml
 
-    def lv(labels: np.ndarray, spacing: tuple[float, float]):  # type: ignore[no-untyped-def]
-        return trace(chambers(labels), spacing)
-
-    edv = biplane_volume_ml(lv(four[0], spacing4), lv(two[0], spacing2))
-    esv = biplane_volume_ml(lv(four[1], spacing4), lv(two[1], spacing2))
+    four_ed, four_es, two_ed, two_es = (chambers(x) for x in (*four, *two))
+    edv = biplane_volume_ml(trace(four_ed, spacing4), trace(two_ed, spacing2))
+    esv = biplane_volume_ml(trace(four_es, spacing4), trace(two_es, spacing2))
     return {
         "biplane_edv_ml": round(edv, 2),
         "biplane_esv_ml": round(esv, 2),
