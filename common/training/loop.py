@@ -171,7 +171,11 @@ def train_one_epoch(
     model.train()
     started = time.perf_counter()
     data_seconds = 0.0
-    loss_sum, distill_sum, seen, steps = 0.0, 0.0, 0, 0
+    # summed on the device and read once at the end: a float() per step would wait for the
+    # GPU after every batch
+    loss_sum = torch.zeros((), device=device)
+    distill_sum = torch.zeros((), device=device)
+    seen, steps = 0, 0
     non_blocking = device.type == "cuda"
     for idx in batch_indices(len(data), batch_size, generator, shuffle=True):
         t0 = time.perf_counter()
@@ -196,7 +200,7 @@ def train_one_epoch(
                 teacher = distillation.teacher_logits(images)
             distilled = distillation(logits.float(), teacher.float(), masks, labelled)
             total = total + distilled
-            distill_sum += float(distilled.detach()) * len(idx)
+            distill_sum += distilled.detach() * len(idx)
         if scaler is not None:
             scaler.scale(total).backward()
             scaler.step(optimiser)
@@ -204,20 +208,22 @@ def train_one_epoch(
         else:
             total.backward()
             optimiser.step()
-        loss_sum += float(loss.detach()) * len(idx)
+        loss_sum += loss.detach() * len(idx)
         seen += len(idx)
         steps += 1
         if scores is not None:
             scores.add(logits.detach().argmax(1).cpu(), masks.cpu(), labelled.cpu()[:, 1:])
+        # the batch's tensors and graph freed before the next forward allocates its own
+        del images, masks, labelled, logits, loss, total
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return EpochStats(
-        loss_sum / seen,
+        float(loss_sum) / seen,
         seen,
         time.perf_counter() - started,
         data_seconds,
         steps,
-        distill_sum / seen,
+        float(distill_sum) / seen,
     )
 
 
