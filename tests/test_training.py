@@ -111,3 +111,36 @@ def test_epoch_reports_data_time_and_sample_count() -> None:
     )
     assert stats.samples == 10
     assert 0 < stats.data_seconds < stats.seconds
+
+
+def test_epoch_loss_is_the_sample_weighted_mean_of_the_batches_losses() -> None:
+    """The loss is summed on the device and read once per epoch: it must equal the mean over
+    samples of each batch's loss, computed batch by batch in the same order (lr 0: the model
+    does not move; 10 samples in batches of 4 -> 4, 4, 2)."""
+    site = blob_site(10)
+    data = SegmentationTensors.from_sites([site])
+    torch.manual_seed(0)
+    model = build_unet(SMALL)
+    model.eval()  # batch norm uses its running statistics: a batch's loss does not move them
+    loss_fn = SegmentationLoss("adaptive", dice_weight=1.0)
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(3))
+    expected = 0.0
+    with torch.no_grad():
+        for start in range(0, 10, 4):
+            idx = order[start : start + 4]
+            logits = model(data.images[idx])
+            expected += float(loss_fn(logits, data.masks[idx].long(), data.labelled[idx])) * len(
+                idx
+            )
+    model.train = lambda mode=True: model  # keep eval mode inside train_one_epoch
+    stats = train_one_epoch(
+        model,
+        data,
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        loss_fn,
+        batch_size=4,
+        generator=torch.Generator().manual_seed(3),
+        device=CPU,
+    )
+    assert stats.steps == 3
+    assert stats.loss == pytest.approx(expected / 10, rel=1e-6)
