@@ -24,6 +24,7 @@ from common.data.cache import load_site_cached
 from common.data.site_data import SiteData
 from common.errors import EchoflError
 from common.labels import partially_labelled
+from common.progress import progress_bar
 from common.recipe import Recipe
 from common.training.loop import SegmentationTensors, resolve_device, train
 from common.training.model import build_unet
@@ -68,22 +69,24 @@ def run(config: CentralisedConfig) -> dict[str, object]:
         if val is not None:
             msg += "  val " + " ".join(f"{s.name} {d:.3f}" for s, d in val.scores.dice.items())
         print(msg, flush=True)
+        advance(1)
 
     started = time.perf_counter()
     partial = partially_labelled(p.labelled_set for p in train_parts)
     torch.manual_seed(config.seed)
     model = build_unet(config.recipe.model)
-    history = train(
-        model,
-        SegmentationTensors.from_sites(train_parts),
-        config.recipe,
-        seed=config.seed,
-        device=device,
-        partial=partial,
-        epochs=config.epochs,
-        validation=validation,
-        on_epoch=on_epoch,
-    )
+    with progress_bar("centralised training: epochs", config.epochs) as advance:
+        history = train(
+            model,
+            SegmentationTensors.from_sites(train_parts),
+            config.recipe,
+            seed=config.seed,
+            device=device,
+            partial=partial,
+            epochs=config.epochs,
+            validation=validation,
+            on_epoch=on_epoch,
+        )
     train_seconds = time.perf_counter() - started
     scores = score_sites(
         model, {**sites, **test_only}, split="test", device=device, amp=config.recipe.train.amp

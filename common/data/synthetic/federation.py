@@ -38,6 +38,7 @@ from common.data.synthetic.generator import assign_splits, case_seed, generate_r
 from common.data.synthetic.knobs import SynthesisKnobs
 from common.data.synthetic.shift import DomainShift, site_dump
 from common.data.synthetic.vendors import VendorName, get_vendor
+from common.progress import progress_bar
 
 MARKER = ".echofl-synthetic.json"
 GENERATOR_VERSION = 2  # bump when the rendering changes, so old sites are regenerated
@@ -137,9 +138,14 @@ def _render(
 
 
 def render_site(
-    site: SyntheticSiteConfig, seed: int, knobs: SynthesisKnobs, workers: int
+    site: SyntheticSiteConfig,
+    seed: int,
+    knobs: SynthesisKnobs,
+    workers: int,
+    advance: Callable[[int], None] = lambda n: None,
 ) -> list[Recording]:
-    """All recordings of one site (deterministic whatever the number of workers)."""
+    """All recordings of one site (deterministic whatever the number of workers);
+    ``advance(1)`` after each case."""
     sseed = site_seed(seed, site.name)
     splits = (
         ["test"] * site.cases
@@ -160,10 +166,17 @@ def render_site(
         )
         for i in range(site.cases)
     ]
+    out: list[Recording] = []
     if workers <= 1 or len(jobs) < 4:
-        return [_render(job) for job in jobs]
+        for job in jobs:
+            out.append(_render(job))
+            advance(1)
+        return out
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        return list(pool.map(_render, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+        for recording in pool.map(_render, jobs, chunksize=max(1, len(jobs) // (4 * workers))):
+            out.append(recording)
+            advance(1)
+    return out
 
 
 def generate_federation(
@@ -185,7 +198,8 @@ def generate_federation(
             progress(f"site {site.name}: up to date ({root})")
             continue
         started = time.perf_counter()
-        recordings = render_site(site, config.seed, config.knobs, workers)
+        with progress_bar(f"site {site.name}: rendering", site.cases) as advance:
+            recordings = render_site(site, config.seed, config.knobs, workers, advance)
         tmp = config.output_dir / f".{site.name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         labelled = sorted(s.name for s in site.labelled) if site.labelled else None
