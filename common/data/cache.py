@@ -33,7 +33,6 @@ from common.errors import DataError
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-RECORD_FIELDS = ("case_id", "view", "phase", "split", "frame", "quality", "spacing_mm")
 
 
 def fingerprint_tree(root: Path) -> str:
