@@ -29,7 +29,8 @@ def _wanted() -> tuple[bool, bool]:
 
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Advance]:
-    """Yields ``advance(n)``: n more of ``total`` done. Removed from the screen when done."""
+    """Yields ``advance(n)``: n more of ``total`` done. On a terminal the bar is removed when
+    done; a forced one (``ECHOFL_PROGRESS=1``) stays, with its final count."""
     draw, force = _wanted()
     if not draw or total <= 0:
         yield lambda n=1: None

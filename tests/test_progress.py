@@ -10,28 +10,32 @@ from common.data.synthetic.federation import FederationConfig, generate_federati
 from common.progress import ENV, progress_bar
 
 
-def tiny(out: Path) -> FederationConfig:
+def tiny(out: Path, workers: int = 1) -> FederationConfig:
     return FederationConfig.model_validate(
         {
             "seed": 0,
             "output_dir": str(out),
-            "workers": 1,
+            "workers": workers,
             "sites": [
-                {"name": "A", "vendor": "A", "format": "folder", "cases": 3, "size": [48, 48]}
+                {"name": "A", "vendor": "A", "format": "folder", "cases": 4, "size": [48, 48]}
             ],
         }
     )
 
 
+@pytest.mark.parametrize("workers", [1, 2])  # in process, and a pool of two (4 cases)
 def test_generation_draws_a_bar_per_site_with_its_case_count(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    workers: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv(ENV, "1")
-    generate_federation(tiny(tmp_path / "data"))
+    generate_federation(tiny(tmp_path / "data", workers))
     err = capsys.readouterr().err
     assert "site A: rendering" in err
-    assert "3/3" in err  # every case counted, none twice
-    assert "4/3" not in err
+    assert "4/4" in err  # every case counted, none twice
+    assert "5/4" not in err
 
 
 def test_no_bar_in_a_log(
@@ -41,7 +45,7 @@ def test_no_bar_in_a_log(
     generate_federation(tiny(tmp_path / "data"))
     captured = capsys.readouterr()
     assert "rendering" not in captured.err
-    assert "site A: vendor A, folder, 3 cases" in captured.out  # the plain line stays
+    assert "site A: vendor A, folder, 4 cases" in captured.out  # the plain line stays
 
 
 def test_advance_counts_what_it_is_told(

@@ -128,10 +128,8 @@ def test_epoch_loss_is_the_sample_weighted_mean_of_the_batches_losses() -> None:
     with torch.no_grad():
         for start in range(0, 10, 4):
             idx = order[start : start + 4]
-            logits = model(data.images[idx])
-            expected += float(loss_fn(logits, data.masks[idx].long(), data.labelled[idx])) * len(
-                idx
-            )
+            loss = loss_fn(model(data.images[idx]), data.masks[idx].long(), data.labelled[idx])
+            expected += float(loss) * len(idx)
     model.train = lambda mode=True: model  # keep eval mode inside train_one_epoch
     stats = train_one_epoch(
         model,

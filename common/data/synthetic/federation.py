@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -166,16 +166,19 @@ def render_site(
         )
         for i in range(site.cases)
     ]
-    out: list[Recording] = []
     if workers <= 1 or len(jobs) < 4:
-        for job in jobs:
-            out.append(_render(job))
-            advance(1)
-        return out
+        return _counted(map(_render, jobs), advance)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        for recording in pool.map(_render, jobs, chunksize=max(1, len(jobs) // (4 * workers))):
-            out.append(recording)
-            advance(1)
+        chunks = max(1, len(jobs) // (4 * workers))
+        return _counted(pool.map(_render, jobs, chunksize=chunks), advance)
+
+
+def _counted(recordings: Iterable[Recording], advance: Callable[[int], None]) -> list[Recording]:
+    """The recordings as they arrive, ``advance(1)`` after each."""
+    out = []
+    for recording in recordings:
+        out.append(recording)
+        advance(1)
     return out
 
 
