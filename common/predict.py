@@ -35,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from common.data.preprocess import normalise, resize_image, resize_labels
+from common.data.preprocess import normalise, resize_image
 from common.data.synthetic.contact_sheet import outlined
 from common.errors import DataError, EchoflError
 from common.labels import Structure
@@ -100,18 +101,31 @@ def load_model(
     return model, card, sidecar
 
 
-def segment(model: torch.nn.Module, card: ModelCard, frames: np.ndarray) -> np.ndarray:
-    """Label maps uint8 (T, H, W) at the frames' own size."""
+def segment(
+    model: torch.nn.Module, card: ModelCard, frames: np.ndarray, chunk: int = 16
+) -> np.ndarray:
+    """Label maps uint8 (T, H, W) at the frames' own size: the class probabilities are
+    resampled to that size (bilinear) and each pixel takes the most probable class, so the
+    boundary is placed between the model's pixels rather than on them (nnU-Net resamples
+    probabilities, not labels, for the same reason). ``chunk`` frames at a time bound the
+    memory of the full-size probabilities."""
     size = card.preprocess.size
-    batch = np.stack(
-        [
-            normalise(resize_image(f.astype(np.float32), size), card.preprocess.normalisation)
-            for f in frames
-        ]
-    )
-    with torch.no_grad():
-        labels = model(torch.from_numpy(batch)[:, None]).argmax(1).to(torch.uint8).numpy()
-    return np.stack([resize_labels(lab, frames.shape[1:]) for lab in labels])
+    out = np.empty((len(frames), *frames.shape[1:]), np.uint8)
+    for start in range(0, len(frames), chunk):
+        batch = np.stack(
+            [
+                normalise(resize_image(f.astype(np.float32), size), card.preprocess.normalisation)
+                for f in frames[start : start + chunk]
+            ]
+        )
+        with torch.no_grad():
+            probs = model(torch.from_numpy(batch)[:, None]).softmax(1)
+            if tuple(probs.shape[2:]) != tuple(frames.shape[1:]):
+                probs = F.interpolate(
+                    probs, size=tuple(frames.shape[1:]), mode="bilinear", align_corners=False
+                )
+            out[start : start + len(batch)] = probs.argmax(1).to(torch.uint8).numpy()
+    return out
 
 
 def site_recordings(

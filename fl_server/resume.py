@@ -5,6 +5,11 @@ is written after the round's checkpoint, so the checkpoint of every completed ro
 On resume the log keeps exactly the rows of the completed rounds (a half-finished round's
 rows are dropped, so no round is counted twice), the global model of the last completed round
 is loaded (verified), and round numbers continue from there.
+
+A server optimiser's memory (FedAvgM's momentum, FedAdam's and FedYogi's moments) is kept
+beside the checkpoints as ``server-optimiser-0007.pt`` (signed like them), written before the
+round's ``round-done`` event; only the latest completed round's file is kept. A resumed run
+takes it back, so it continues as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -47,3 +52,16 @@ def trim_log(out: Path, completed: int) -> int:
     keep = [r for r in rows if r.get("round") is None or int(r["round"]) <= completed]
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in keep).encode())
     return len(rows) - len(keep)
+
+
+def optimiser_state_path(checkpoints: Path, server_round: int) -> Path:
+    return checkpoints / f"server-optimiser-{server_round:04d}.pt"
+
+
+def prune_optimiser_states(checkpoints: Path, keep_round: int) -> None:
+    """Remove the server-optimiser files (and sidecars) of rounds before ``keep_round``."""
+    for path in checkpoints.glob("server-optimiser-*.pt*"):
+        stem = path.name.split(".")[0]
+        number = stem.rsplit("-", 1)[-1]
+        if number.isdigit() and int(number) < keep_round:
+            path.unlink(missing_ok=True)

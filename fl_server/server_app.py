@@ -27,13 +27,14 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from common.audit import AuditLog
-from common.errors import ConfigError
+from common.errors import ConfigError, DataError
 from common.federation import protocol
 from common.federation.protocol import EvaluateInstruction, TrainInstruction
 from common.federation.run_settings import RunSettings, parse_run_settings
@@ -58,7 +59,12 @@ from fl_server.negotiation import (
     query_sites,
 )
 from fl_server.polling import prompt
-from fl_server.resume import find_resume_point, trim_log
+from fl_server.resume import (
+    find_resume_point,
+    optimiser_state_path,
+    prune_optimiser_states,
+    trim_log,
+)
 from fl_server.strategy import EchoRounds, MeanRule, make_strategy
 from fl_server.update_gate import UpdateGate
 
@@ -211,6 +217,7 @@ class FederatedRun:
             save_checkpoint(self.checkpoints / "best.pt", state, best, self.signing_key)
             self.audit_checkpoint(self.checkpoints / "best.pt", server_round)
         if server_round > 0:
+            self.save_optimiser_state(server_round)  # before round-done: a resume needs it
             seconds = time.perf_counter() - self.round_started
             trained = self.strategy.participants.get(server_round, [])
             say(
@@ -227,7 +234,52 @@ class FederatedRun:
                 # where the round's time went, on the coordinator
                 **({} if clock is None else clock.laps("checkpoint")),
             )
+            prune_optimiser_states(self.checkpoints, server_round)
         self.round_started = time.perf_counter()
+
+    def save_optimiser_state(self, server_round: int) -> None:
+        """The server optimiser's memory after ``server_round`` (nothing for FedAvg)."""
+        state = self.strategy.optimiser_state()
+        if not state:
+            return
+        meta = {
+            "run": self.out.name,
+            "role": "server-optimiser",
+            "round": server_round,
+            "strategy": self.settings.recipe.aggregation.strategy,
+        }
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+        path = optimiser_state_path(self.checkpoints, server_round)
+        save_checkpoint(path, tensors, meta, self.signing_key)
+
+    def restore_optimiser_state(self, completed: int) -> None:
+        """After a resume: the server optimiser's memory of the last completed round."""
+        strategy = self.settings.recipe.aggregation.strategy
+        if completed < 1 or not self.strategy.keeps_state:
+            return
+        path = optimiser_state_path(self.checkpoints, completed)
+        if not path.is_file():
+            say(
+                f"no server-optimiser state for round {completed} ({path.name}, e.g. a run "
+                f"from an older echofl): {strategy}'s momentum restarts from zero"
+            )
+            self.log.event("optimiser-state-missing", round=completed, file=path.name)
+            return
+        verify_key = self.signing_key.public_key() if self.signing_key is not None else None
+        state, sidecar = load_checkpoint(path, verify_key=verify_key, expect_run=self.out.name)
+        if sidecar.get("strategy") != strategy or sidecar.get("round") != completed:
+            raise DataError(
+                path,
+                f"server-optimiser state of {sidecar.get('strategy')!r} round "
+                f"{sidecar.get('round')!r}, but this run resumes {strategy!r} after round "
+                f"{completed}: refused",
+            )
+        try:
+            self.strategy.restore_optimiser_state({k: v.numpy() for k, v in state.items()})
+        except ValueError as exc:
+            raise DataError(path, f"server-optimiser state does not fit: {exc}") from None
+        self.log.event("optimiser-state-restored", round=completed, file=path.name)
+        say(f"{strategy}'s state after round {completed} restored ({path.name})")
 
     def one_round(
         self, server_round: int, arrays: ArrayRecord, instruction: TrainInstruction
@@ -305,6 +357,7 @@ class FederatedRun:
             updates_dir=self.out / "updates" if s.save_updates else None,
             mean=mean_rule(s),
         )
+        self.restore_optimiser_state(completed)
         if completed < 0:  # a fresh run: score the initial model (round 0)
             if s.federated_evaluation:
                 round0 = self.strategy.score(

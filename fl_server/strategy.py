@@ -286,6 +286,22 @@ class EchoRounds:
             self.mean.steps(examples),
         )
 
+    # -- a server optimiser's memory, kept across a resume ----------------------------------------
+    @property
+    def keeps_state(self) -> bool:
+        """Whether the strategy remembers anything between rounds (see below)."""
+        return False
+
+    def optimiser_state(self) -> dict[str, np.ndarray]:
+        """What the strategy carries from one round to the next besides the global weights,
+        as flat ``<part>/<array>`` keys (empty: nothing, as for FedAvg and the robust means)."""
+        return {}
+
+    def restore_optimiser_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Take back what :meth:`optimiser_state` returned (``ValueError`` if it does not fit)."""
+        if state:
+            raise ValueError(f"{type(self).__name__} keeps no optimiser state")
+
     # -- outside Flower's loop: round 0 and the final test ---------------------------------------
     def score(
         self,
@@ -344,15 +360,69 @@ class EchoFedTrimmedAvg(EchoRounds, FedTrimmedAvg):
     """Flower's trimmed mean: drops the ``trim-beta`` fraction at each end, per coordinate."""
 
 
+def _parts(state: Mapping[str, np.ndarray], part: str) -> dict[str, np.ndarray]:
+    """The arrays of ``state`` stored under ``<part>/<name>``, by name, in stored order."""
+    prefix = f"{part}/"
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _flat(part: str, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"{part}/{k}": np.asarray(v) for k, v in arrays.items()}
+
+
 class EchoFedAvgM(EchoRounds, FedAvgM):
-    """Flower's FedAvgM: server SGD with momentum on the averaged change."""
+    """Flower's FedAvgM: server SGD with momentum on the averaged change.
+
+    Its memory is the momentum and its own copy of the global weights (Flower sets that copy
+    once, in the first round, then steps it): both are kept across a resume."""
+
+    @property
+    def keeps_state(self) -> bool:
+        return self.server_momentum > 0
+
+    def optimiser_state(self) -> dict[str, np.ndarray]:
+        if self.momentum_vector is None or self.current_arrays is None:
+            return {}
+        current = from_record(self.current_arrays)
+        momentum = dict(zip(current, self.momentum_vector, strict=True))
+        return {**_flat("current", current), **_flat("momentum", momentum)}
+
+    def restore_optimiser_state(self, state: Mapping[str, np.ndarray]) -> None:
+        current, momentum = _parts(state, "current"), _parts(state, "momentum")
+        if set(current) != set(momentum) or not current:
+            raise ValueError("FedAvgM state needs the same arrays under current/ and momentum/")
+        self.current_arrays = to_record(current)
+        self.momentum_vector = [momentum[k] for k in current]
 
 
-class EchoFedAdam(EchoRounds, FedAdam):
+class ServerMoments:
+    """FedAdam's / FedYogi's memory: the first and second moments of the averaged change
+    (Flower re-reads the weights themselves every round)."""
+
+    m_t: dict[str, np.ndarray] | None
+    v_t: dict[str, np.ndarray] | None
+
+    @property
+    def keeps_state(self) -> bool:
+        return True
+
+    def optimiser_state(self) -> dict[str, np.ndarray]:
+        if not self.m_t or not self.v_t:
+            return {}
+        return {**_flat("m", self.m_t), **_flat("v", self.v_t)}
+
+    def restore_optimiser_state(self, state: Mapping[str, np.ndarray]) -> None:
+        m, v = _parts(state, "m"), _parts(state, "v")
+        if set(m) != set(v) or not m:
+            raise ValueError("server Adam/Yogi state needs the same arrays under m/ and v/")
+        self.m_t, self.v_t = m, v
+
+
+class EchoFedAdam(ServerMoments, EchoRounds, FedAdam):
     """Flower's FedAdam: server Adam on the averaged change (Reddi et al. 2021)."""
 
 
-class EchoFedYogi(EchoRounds, FedYogi):
+class EchoFedYogi(ServerMoments, EchoRounds, FedYogi):
     """Flower's FedYogi: server Yogi on the averaged change (Reddi et al. 2021)."""
 
 

@@ -252,3 +252,31 @@ def test_a_patients_two_views_give_biplane_volumes(trained: dict, tmp_path: Path
     single = tmp_path / "single"
     assert main([*argv, "--format", "camus-nifti", "--out", str(single)]) == 0
     assert all(r["biplane_edv_ml"] == "" for r in _rows(single / "measurements.csv"))
+
+
+class _Ramp(torch.nn.Module):
+    """A stand-in network: LV's logit rises from -1.5 to 1.5 across the columns, every other
+    class's is 0 (the input is ignored)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(len(x), 4, *x.shape[2:])
+        logits[:, 1] = torch.linspace(-1.5, 1.5, x.shape[-1])
+        return logits
+
+
+def test_segment_resamples_probabilities_to_the_frames_size_in_chunks() -> None:
+    from common.model_card import card_from_sidecar
+    from common.predict import segment
+
+    recipe = Recipe.model_validate({"preprocess": {"size": [16, 16]}})
+    card = card_from_sidecar(Path("x.pt"), card_meta(recipe))
+    frames = np.zeros((5, 24, 40), np.uint8)
+    labels = segment(_Ramp(), card, frames, chunk=2)
+    assert labels.shape == (5, 24, 40) and labels.dtype == np.uint8
+    # LV becomes the most probable class half-way across (logit 0 between the model's columns
+    # 7 and 8 = column 19.5 of 40): columns 20-39 are LV, and nothing else is
+    np.testing.assert_array_equal(labels[3, 7], [0] * 20 + [1] * 20)
+    assert (labels == labels[0]).all()  # every frame of every chunk alike
+    # at the model's own size nothing is resampled: the argmax itself
+    same = segment(_Ramp(), card, np.zeros((1, 16, 16), np.uint8))
+    np.testing.assert_array_equal(same[0, 0], [0] * 8 + [1] * 8)

@@ -10,6 +10,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.supercore.task_identity import TaskIdentity
 from torch import nn
 
+from common.federation.protocol import encode_weights
 from common.federation.run_settings import parse_run_settings
 from common.labels import Structure
 from common.training.class_slices import SHARED, class_owners
@@ -160,3 +161,81 @@ def test_server_optimisers_step_parameters_and_average_buffers_plainly(
     assert np.all(out["w"] > 0)  # in the direction of the sites' change
     if flat["strategy"] == "fedavgm":  # w - lr * (w - mean) = 0.5 * 2.5
         np.testing.assert_allclose(out["w"], 0.5 * plain, rtol=1e-6)
+
+
+def _optimiser_strategy(flat: dict, tmp_path: Path):  # type: ignore[no-untyped-def]
+    settings = parse_run_settings({**flat, "min-sites": 2, "update-norm-factor": 0})
+    log = MetricsLog(tmp_path / "m.jsonl")
+    infos = {
+        1: SiteInfo(1, "A", frozenset(Structure), {"train": 10}),
+        2: SiteInfo(2, "B", frozenset({Structure.LV}), {"train": 30}),
+    }
+    admission = SiteAdmission(lambda g, n: [infos[i] for i in n], registry="", log=log)
+    reference = {"w": np.zeros(3, np.float32)}
+    gate = UpdateGate(reference, transfer_dtype="float32", norm_factor=0.0, log=log)
+    strategy = make_strategy(settings, admission=admission, gate=gate, log=log, mean=MeanRule())
+    return strategy, admission
+
+
+def _one_round(strategy, admission, server_round: int, w: np.ndarray, sent: dict) -> np.ndarray:  # type: ignore[no-untyped-def]
+    arrays = ArrayRecord({"w": Array(w)})
+    messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({}), Grid([1, 2])))
+    replies = []
+    for message in messages:
+        value, n = sent[admission.name_of(message.metadata.dst_node_id)]
+        wire = encode_weights({"w": w + np.float32(value)}, packed=True)
+        content = RecordDict(
+            {
+                "arrays": ArrayRecord({k: Array(v) for k, v in wire.items()}),
+                "metrics": MetricRecord({"num-examples": n}),
+            }
+        )
+        replies.append(Message(content, reply_to=message))
+    new, _ = strategy.aggregate_train(server_round, replies)
+    assert new is not None
+    return new["w"].numpy()
+
+
+@pytest.mark.parametrize(
+    "flat",
+    [
+        {"strategy": "fedavgm", "server-lr": 0.5, "server-momentum": 0.6},
+        {"strategy": "fedadam", "server-lr": 0.01},
+        {"strategy": "fedyogi", "server-lr": 0.01},
+    ],
+)
+def test_a_server_optimiser_continues_after_its_state_is_saved_and_restored(
+    flat: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a resumed run does: a new strategy given the state saved after round 1 takes round
+    2 exactly as the strategy that never stopped; without it, round 2 differs."""
+    for field in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, field, 1)
+    rounds = [{"A": (1.0, 10.0), "B": (3.0, 30.0)}, {"A": (-0.5, 10.0), "B": (0.25, 30.0)}]
+    start = np.zeros(3, np.float32)
+    steady, admission = _optimiser_strategy(flat, tmp_path)
+    assert steady.keeps_state and steady.optimiser_state() == {}  # nothing before a round
+    after_1 = _one_round(steady, admission, 1, start, rounds[0])
+    state = steady.optimiser_state()
+    assert state and all(isinstance(v, np.ndarray) for v in state.values())
+    after_2 = _one_round(steady, admission, 2, after_1, rounds[1])
+
+    resumed, admission = _optimiser_strategy(flat, tmp_path)
+    resumed.restore_optimiser_state({k: v.copy() for k, v in state.items()})
+    np.testing.assert_array_equal(_one_round(resumed, admission, 2, after_1, rounds[1]), after_2)
+
+    forgetful, admission = _optimiser_strategy(flat, tmp_path)
+    assert not np.allclose(_one_round(forgetful, admission, 2, after_1, rounds[1]), after_2)
+    with pytest.raises(ValueError, match="needs the same arrays"):
+        forgetful.restore_optimiser_state({next(iter(state)): state[next(iter(state))]})
+
+
+def test_fedavg_keeps_no_optimiser_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for field in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, field, 1)
+    strategy, admission = _optimiser_strategy({"strategy": "fedavg"}, tmp_path)
+    sent = {"A": (1.0, 10.0), "B": (3.0, 30.0)}
+    _one_round(strategy, admission, 1, np.zeros(3, np.float32), sent)
+    assert not strategy.keeps_state and strategy.optimiser_state() == {}
+    with pytest.raises(ValueError, match="keeps no optimiser state"):
+        strategy.restore_optimiser_state({"m/w": np.zeros(3)})

@@ -144,6 +144,11 @@ def test_resume_after_the_superlink_is_killed(federation: Path) -> None:
     assert done == [1, 2, 3, 4, 5]  # every round exactly once, numbering continued
     resumed = [r for r in rows if r.get("event") == "resumed"]
     assert len(resumed) == 1 and resumed[0]["after_round"] == completed
+    # the default FedAvgM's momentum came back with it; only the last round's state is kept
+    restored = [r for r in rows if r.get("event") == "optimiser-state-restored"]
+    assert [r["round"] for r in restored] == [completed]
+    kept = sorted(p.name for p in (out / "checkpoints").glob("server-optimiser-*"))
+    assert kept == ["server-optimiser-0005.pt", "server-optimiser-0005.pt.json"]
     for phase, first in (("train", 1), ("val", 0)):
         for rnd in range(first, 6):
             sites = sorted(
