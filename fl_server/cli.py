@@ -49,6 +49,7 @@ from common.version import add_version
 from fl_server import proxy
 from fl_server.audit import app_digest, file_digest
 from fl_server.coordinator import CONNECTION, DEFAULT_APP_DIR, CoordinatorHome
+from fl_server.metrics_log import absolute_tracking_uri
 
 EXPOSED = """\
 WARNING: --expose-control-api: the SuperLink itself listens on {host}:{port}. It serves the
@@ -534,6 +535,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resume and saved.is_file():  # the stopped run's own options, then today's changes
         values.update(json.loads(saved.read_text()))
     values.update(overrides)  # the operator's values win over the defaults
+    if "mlflow-tracking-uri" in overrides:  # a relative SQLite file: where the operator is
+        uri = tomllib.loads(f"v = {overrides['mlflow-tracking-uri']}").get("v")
+        if isinstance(uri, str):
+            values["mlflow-tracking-uri"] = json.dumps(absolute_tracking_uri(uri, Path.cwd()))
     if args.resume:
         values["resume"] = "true"
     check_run_config(values, config.app_dir)  # before anything is launched or written

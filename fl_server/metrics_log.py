@@ -9,6 +9,13 @@ on by default; ``tensorboard --logdir <output-dir>/tensorboard``): every numeric
 site row as ``<phase>/<site>/<metric>`` (the round's aggregate as ``<phase>/all/<metric>``) and
 every numeric field of ``round-done`` as ``round/<field>``, at step = round. TensorBoard's writer
 queues the scalars to its own thread; the file is flushed once per round.
+
+With an :class:`MlflowTarget` (run settings ``mlflow-tracking-uri``, ``mlflow-experiment``,
+``mlflow-run-name``; MLflow is optional: ``pip install 'echofl[mlflow]'``), the same metrics
+under the same names go to one MLflow run, logged asynchronously (MLflow's own queue, off the
+round loop), with the training recipe (the ``train-config`` event) as its parameters. The MLflow
+run's id is kept in ``<output-dir>/mlflow-run-id``, so a resumed run continues the same MLflow
+run; it ends FINISHED, or FAILED when the federated run stopped with an error.
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ import json
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from common.errors import ConfigError
 
 
 def _clean(value: Any) -> Any:
@@ -38,11 +48,26 @@ def _scalars(row: Mapping[str, Any], skip: frozenset[str]) -> dict[str, float]:
     }
 
 
+SITE_FIELDS = frozenset({"round", "phase", "site", "node", "time"})
+ROUND_FIELDS = frozenset({"event", "round", "time"})
+
+
+def tracked_scalars(row: Mapping[str, Any]) -> tuple[int, dict[str, float]] | None:
+    """(step, {name: value}) of a metrics-log row for a tracker; ``None`` for rows it skips."""
+    step = row.get("round")
+    if not isinstance(step, int) or isinstance(step, bool):
+        return None
+    if "event" not in row and "phase" in row and "site" in row:
+        site = "all" if row["site"] == "*" else row["site"]
+        scalars = _scalars(row, SITE_FIELDS)
+        return step, {f"{row['phase']}/{site}/{k}": v for k, v in scalars.items()}
+    if row.get("event") == "round-done":
+        return step, {f"round/{k}": v for k, v in _scalars(row, ROUND_FIELDS).items()}
+    return None
+
+
 class TensorBoardSink:
     """The metrics log's rows as TensorBoard scalars (see the module docstring)."""
-
-    SITE_FIELDS = frozenset({"round", "phase", "site", "node", "time"})
-    ROUND_FIELDS = frozenset({"event", "round", "time"})
 
     def __init__(self, folder: Path) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -50,41 +75,164 @@ class TensorBoardSink:
         self.writer = SummaryWriter(log_dir=str(folder))
 
     def row(self, row: Mapping[str, Any]) -> None:
-        step = row.get("round")
-        if not isinstance(step, int):
+        tracked = tracked_scalars(row)
+        if tracked is None:
             return
-        if "event" not in row and "phase" in row and "site" in row:
-            site = "all" if row["site"] == "*" else row["site"]
-            for key, value in _scalars(row, self.SITE_FIELDS).items():
-                self.writer.add_scalar(f"{row['phase']}/{site}/{key}", value, step)
-        elif row.get("event") == "round-done":
-            for key, value in _scalars(row, self.ROUND_FIELDS).items():
-                self.writer.add_scalar(f"round/{key}", value, step)
+        step, scalars = tracked
+        for key, value in scalars.items():
+            self.writer.add_scalar(key, value, step)
+        if row.get("event") == "round-done":
             self.writer.flush()
 
-    def close(self) -> None:
+    def close(self, status: str = "FINISHED") -> None:
         self.writer.close()
 
 
+@dataclass(frozen=True)
+class MlflowTarget:
+    """Where a run's metrics go in MLflow: the tracking URI (``sqlite:///mlflow.db``,
+    ``http://host:5000``, ...), the experiment, the MLflow run's name."""
+
+    tracking_uri: str
+    experiment: str
+    run_name: str
+
+
+RUN_ID_FILE = "mlflow-run-id"
+
+
+def absolute_tracking_uri(uri: str, base: Path) -> str:
+    """A relative SQLite store (``sqlite:///mlflow.db``) made absolute against ``base`` (where
+    the operator typed it): the ServerApp runs in another folder. Other URIs unchanged."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + str((base / uri[len(prefix) :]).resolve())
+    return uri
+
+
+class MlflowSink:
+    """The metrics log's rows as the metrics of one MLflow run (see the module docstring)."""
+
+    def __init__(self, target: MlflowTarget, output_dir: Path) -> None:
+        try:
+            from mlflow import MlflowClient
+        except ImportError:
+            raise ConfigError(
+                "run config",
+                "mlflow-tracking-uri is set but MLflow is not installed here: "
+                "pip install 'echofl[mlflow]' (or leave mlflow-tracking-uri empty)",
+            ) from None
+        from mlflow.entities import Metric, Param
+
+        self._metric, self._param = Metric, Param
+        self._pending: list[Any] = []  # MLflow's RunOperations of the queued batches
+        self.id_file = output_dir / RUN_ID_FILE
+        try:
+            self.client = MlflowClient(tracking_uri=target.tracking_uri)
+            resumed = self._resumed()
+            self.resumed = resumed is not None
+            self.run_id = resumed or self._new_run(target)
+        except Exception as exc:  # MLflow raises its own and the transport's errors
+            raise ConfigError(
+                "run config",
+                f"mlflow-tracking-uri {target.tracking_uri!r}: cannot start an MLflow run "
+                f"({type(exc).__name__}: {str(exc)[:200]})",
+            ) from None
+
+    def _resumed(self) -> str | None:
+        """The MLflow run of an earlier start of this federated run (a resume), if any."""
+        if not self.id_file.is_file():
+            return None
+        run_id = self.id_file.read_text().strip()
+        self.client.get_run(run_id)  # raises if that MLflow run is gone
+        self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
+    def _new_run(self, target: MlflowTarget) -> str:
+        experiment = self.client.get_experiment_by_name(target.experiment)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else self.client.create_experiment(target.experiment)
+        )
+        run = self.client.create_run(experiment_id, run_name=target.run_name)
+        self.id_file.write_text(run.info.run_id + "\n")
+        return run.info.run_id
+
+    def row(self, row: Mapping[str, Any]) -> None:
+        if row.get("event") == "train-config":
+            self._params(row)
+            return
+        tracked = tracked_scalars(row)
+        if tracked is None:
+            return
+        step, scalars = tracked
+        stamp = int(1000 * float(row.get("time", time.time())))
+        metrics = [self._metric(k, v, stamp, step) for k, v in scalars.items()]
+        if metrics:
+            self._pending.append(
+                self.client.log_batch(self.run_id, metrics=metrics, synchronous=False)
+            )
+
+    def _params(self, row: Mapping[str, Any]) -> None:
+        fields = {k: v for k, v in row.items() if k not in ("event", "time")}
+        params = [self._param(k, str(v)[:6000]) for k, v in sorted(fields.items())]
+        if self.resumed:
+            return  # written by the run's first start: MLflow parameters are written once
+        self._pending.append(self.client.log_batch(self.run_id, params=params, synchronous=False))
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Wait for the queued batches (a failed one is reported, not raised: the federated
+        run itself is done), then end the MLflow run with ``status``."""
+        failed = 0
+        for operations in self._pending:
+            try:
+                operations.wait()
+            except Exception:  # MLflow wraps the store's errors in its own
+                failed += 1
+        self._pending.clear()
+        try:
+            self.client.set_terminated(self.run_id, status=status)
+        except Exception:  # the store went away: the federated run's own outputs are complete
+            failed += 1
+        if failed:
+            print(
+                f"[echofl] MLflow: {failed} operation(s) on run {self.run_id} failed (metrics "
+                "or the end status missing there; metrics.jsonl has everything)",
+                flush=True,
+            )
+
+
 class MetricsLog:
-    def __init__(self, path: Path, tensorboard_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        tensorboard_dir: Path | None = None,
+        mlflow: MlflowTarget | None = None,
+    ) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.tensorboard = None if tensorboard_dir is None else TensorBoardSink(tensorboard_dir)
+        self.sinks: list[TensorBoardSink | MlflowSink] = []
+        if tensorboard_dir is not None:
+            self.sinks.append(TensorBoardSink(tensorboard_dir))
+        if mlflow is not None:
+            self.sinks.append(MlflowSink(mlflow, path.parent))
 
     def write(self, row: Mapping[str, Any]) -> None:
-        line = json.dumps({k: _clean(v) for k, v in row.items()} | {"time": round(time.time(), 3)})
+        row = {k: _clean(v) for k, v in row.items()} | {"time": round(time.time(), 3)}
+        line = json.dumps(row)
         with self.path.open("a") as fh:
             fh.write(line + "\n")
             fh.flush()
-        if self.tensorboard is not None:
-            self.tensorboard.row(row)
+        for sink in self.sinks:
+            sink.row(row)
 
-    def close(self) -> None:
-        """Flush and close the TensorBoard file (the JSON lines are flushed as written)."""
-        if self.tensorboard is not None:
-            self.tensorboard.close()
-            self.tensorboard = None
+    def close(self, status: str = "FINISHED") -> None:
+        """Flush and close the trackers (the JSON lines are flushed as written); ``status``:
+        how the run ended, for MLflow (``FINISHED`` or ``FAILED``)."""
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
+            sink.close(status)
 
     def site_row(
         self, server_round: int, phase: str, site: str, node: int, metrics: Mapping[str, float]

@@ -50,7 +50,7 @@ from common.training.model import build_unet, required_divisor
 from common.training.scoring import format_table
 from fl_server.admission import SiteAdmission
 from fl_server.delivery import deliver_final_model
-from fl_server.metrics_log import MetricsLog, read_metrics_log
+from fl_server.metrics_log import MetricsLog, MlflowTarget, read_metrics_log
 from fl_server.negotiation import (
     FederationError,
     SiteInfo,
@@ -86,8 +86,10 @@ def dice_line(metrics: dict) -> str:
 def main(grid: Grid, context: Context) -> None:
     settings = parse_run_settings(context.run_config)
     run = FederatedRun(settings, grid)
+    status = "FAILED"
     try:
         run.run()
+        status = "FINISHED"
     except FederationError as exc:
         say(
             f"STOPPED: {exc}. Every checkpoint written so far is kept in "
@@ -97,7 +99,7 @@ def main(grid: Grid, context: Context) -> None:
         run.log.event("stopped", reason=str(exc))
         raise
     finally:
-        run.log.close()
+        run.log.close(status)
 
 
 class FederatedRun:
@@ -109,7 +111,9 @@ class FederatedRun:
         self.out = settings.output_path
         self.out.mkdir(parents=True, exist_ok=True)
         self.log = MetricsLog(
-            self.out / "metrics.jsonl", self.out / "tensorboard" if settings.tensorboard else None
+            self.out / "metrics.jsonl",
+            self.out / "tensorboard" if settings.tensorboard else None,
+            mlflow_target(settings),
         )
         self.checkpoints = self.out / "checkpoints"
         self.signing_key = (
@@ -434,6 +438,16 @@ def mean_rule(settings: RunSettings) -> MeanRule:
         ),
         epochs=recipe.train.epochs,
         batch_size=recipe.train.batch_size,
+    )
+
+
+def mlflow_target(settings: RunSettings) -> MlflowTarget | None:
+    if not settings.mlflow_tracking_uri:
+        return None
+    return MlflowTarget(
+        settings.mlflow_tracking_uri,
+        settings.mlflow_experiment,
+        settings.mlflow_run_name or settings.output_path.name,
     )
 
 

@@ -199,6 +199,15 @@ def payload_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+class TrackingConfig(StrictModel):
+    """``[tracking]``: every federated run of the study also to MLflow (one MLflow run per
+    condition and seed, named ``<condition>/seed-<n>``; needs ``echofl[mlflow]``). TensorBoard
+    files are written in each run's folder either way."""
+
+    mlflow_tracking_uri: str = ""  # e.g. "sqlite:///mlflow.db" or "http://host:5000"
+    mlflow_experiment: str = ""  # empty: the experiment's name
+
+
 class ExperimentConfig(StrictModel):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -209,6 +218,7 @@ class ExperimentConfig(StrictModel):
     budget: Budget = Field(default_factory=Budget)
     recipe: Recipe = Field(default_factory=Recipe)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     conditions: list[Condition] = Field(default_factory=lambda: list(DEFAULT_CONDITIONS))
     sites: list[ExperimentSite] = Field(min_length=1)
     quick: QuickOverrides | None = None

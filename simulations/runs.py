@@ -34,7 +34,7 @@ from common.training.loop import SegmentationTensors, resolve_device, train
 from common.training.metrics import STRUCTURES
 from common.training.model import build_unet
 from common.training.scoring import score_sites
-from fl_server.metrics_log import read_metrics_log
+from fl_server.metrics_log import absolute_tracking_uri, read_metrics_log
 from simulations.clinical import ClinicalScorer
 from simulations.engine import Resources, SimulationEngine
 from simulations.experiment import Condition, ExperimentConfig
@@ -156,6 +156,9 @@ def run_federated(ctx: RunContext, condition: Condition, seed: int, out: Path) -
         cache_dir=str(config.cache_dir.resolve()),
         sim_sites=str(sites_file.resolve()),
         full_labels=condition.labels == "full",
+        mlflow_tracking_uri=absolute_tracking_uri(config.tracking.mlflow_tracking_uri, Path.cwd()),
+        mlflow_experiment=config.tracking.mlflow_experiment or config.name,
+        mlflow_run_name=f"{condition.slug}/seed-{seed}",
     )
     log_file = (out / "flower.log").open("w")
 

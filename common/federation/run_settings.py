@@ -53,6 +53,11 @@ class RunOptions(StrictModel):
     distribute_model: bool = Field(True, alias="distribute-model")
     # the per-round metrics also as TensorBoard scalars in <output-dir>/tensorboard/
     tensorboard: bool = True
+    # ... and to MLflow when a tracking URI is given (sqlite:///mlflow.db, http://host:5000;
+    # needs echofl[mlflow]); the MLflow run's name defaults to the output folder's
+    mlflow_tracking_uri: str = Field("", alias="mlflow-tracking-uri")
+    mlflow_experiment: str = Field("echofl", min_length=1, alias="mlflow-experiment")
+    mlflow_run_name: str = Field("", alias="mlflow-run-name")
     verify_key: str = Field("", alias="verify-key")  # public key for initial-checkpoint
     initial_checkpoint: str = Field("", alias="initial-checkpoint")  # fine-tune from a model
     site_registry: str = Field("", alias="site-registry")  # coordinator: name -> node id

@@ -40,6 +40,7 @@ from fl_client import site_config
 from fl_client.site_config import SiteConfig, load_site_config
 from fl_server import cli as server_cli
 from fl_server.coordinator import CoordinatorHome
+from fl_server.metrics_log import absolute_tracking_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -207,7 +208,12 @@ def test_run_config_examples_are_valid(tmp_path: Path, monkeypatch: pytest.Monke
         # as `fl-server run --rounds 10` passes it on: valid, and the operator's values win
         args = ["--rounds", "10", "--name", f"x{i}", "--run-config", text]
         _, config = launched(monkeypatch, home, *args)
-        assert {k: config[k] for k in overrides} == overrides, quoted
+        # ... except a relative SQLite store, made absolute where the operator typed it
+        expected = {
+            k: absolute_tracking_uri(v, Path.cwd()) if k == "mlflow-tracking-uri" else v
+            for k, v in overrides.items()
+        }
+        assert {k: config[k] for k in overrides} == expected, quoted
         parse_run_settings({**defaults, **config})
 
 

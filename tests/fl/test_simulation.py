@@ -74,6 +74,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "strategy": "fedavg",
         "step-normalised": False,
         "server-momentum": 0.0,
+        # a relative SQLite store is made absolute by fl-server run / the harness; here it is
+        "mlflow-tracking-uri": f"sqlite:///{base / 'mlflow.db'}",
     }
     with ProcessWatch(str(base)) as watch, SimulationEngine(base / "flwr") as engine:
         outcome = engine.run(APP_DIR, run_config, num_sites=3, timeout=600)
@@ -250,3 +252,24 @@ def test_tensorboard_has_the_per_round_dice_of_the_metrics_log(run: dict) -> Non
                 assert value == pytest.approx(logged[(site, r)][f"full-dice-{s}"], abs=1e-6)
     assert [e.step for e in board.Scalars("round/seconds")] == list(range(1, ROUNDS + 1))
     assert all(e.value > 0 for e in board.Scalars("round/seconds"))
+
+
+def test_mlflow_run_has_the_per_round_dice_and_the_recipe(run: dict) -> None:
+    """With mlflow-tracking-uri set, the ServerApp (in Flower's simulation) logged one MLflow run
+    named after the output folder, FINISHED, with the metrics log's per-round validation Dice
+    and the recipe as parameters."""
+    mlflow = pytest.importorskip("mlflow")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{run['base'] / 'mlflow.db'}")
+    run_id = (run["out"] / "mlflow-run-id").read_text().strip()
+    tracked = client.get_run(run_id)
+    assert tracked.info.status == "FINISHED" and tracked.info.run_name == "out"
+    assert tracked.data.params["strategy"] == "fedavg"
+    assert tracked.data.params["label-dropout-p"] == "0.5"
+    history = {m.step: m.value for m in client.get_metric_history(run_id, "val/all/full-dice-LV")}
+    logged = {
+        r["round"]: r["full-dice-LV"]
+        for r in run["rows"]
+        if r.get("phase") == "val" and r.get("site") == "*" and "event" not in r
+    }
+    assert sorted(history) == list(range(ROUNDS + 1))
+    assert history == pytest.approx(logged, abs=1e-9)
