@@ -173,8 +173,16 @@ def bland_altman(table: dict[str, list[dict[str, float]]], path: Path, title: st
         everything += diff
         ax.scatter(mean, diff, s=14, label=vendor, alpha=0.8)
     bias, loa = float(np.mean(everything)), 1.96 * float(np.std(everything, ddof=1))
-    for y, style in ((bias, "-"), (bias - loa, "--"), (bias + loa, "--")):
+    for y, style, name in (
+        (bias, "-", f"bias {bias:+.1f}"),
+        (bias - loa, "--", f"-1.96 sd {bias - loa:+.1f}"),
+        (bias + loa, "--", f"+1.96 sd {bias + loa:+.1f}"),
+    ):
         ax.axhline(y, color="grey", linestyle=style, linewidth=1)
+        ax.annotate(name, (1.0, y), xycoords=("axes fraction", "data"), xytext=(-4, 2),
+                    textcoords="offset points", ha="right", fontsize=7, color="grey")  # fmt: skip
+    low, high = min(min(everything), bias - loa), max(max(everything), bias + loa)
+    ax.set_ylim(low - 2, high + 2)  # both limits of agreement in view
     ax.set_xlabel("(model EF + true EF) / 2  [%]")
     ax.set_ylabel("model EF - true EF  [EF points]")
     ax.set_title(title, fontsize=9)
