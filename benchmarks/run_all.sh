@@ -12,7 +12,7 @@ for bench in training_throughput data_loading synthetic communication augment si
         | tee "benchmarks/results/bench_${bench}.txt"
 done
 # EF error of the best federated model and prediction speed: the model is simulations/configs/
-# ef.toml's federation (trained here if its runs are missing, ~8 min on 2 cores; resumed otherwise)
+# ef.toml's federation (trained here if its runs are missing, ~11 min a seed on 2 cores; resumed otherwise)
 echo "== bench_ef ($(date -u +%H:%M:%S))"
 python simulations/run.py --config simulations/configs/ef.toml > /dev/null  # the harness keeps its logs under runs/ef/
 python benchmarks/bench_ef.py 2>&1 | grep -v -E "Warning|warnings.warn" \
