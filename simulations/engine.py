@@ -178,6 +178,7 @@ class SimulationEngine:
         self.ray: LocalRay | None = None
         self._lock = threading.Lock()
         self._started = False
+        self._interrupted = False
 
     def start(self) -> None:
         """Start the managed SuperLink once (``flwr ls`` brings it up), so that concurrent
@@ -208,6 +209,12 @@ class SimulationEngine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def interrupt(self) -> None:
+        """Stop everything now (the study was interrupted): the runs in flight end with the
+        SuperLink, and no later run starts a new one."""
+        self._interrupted = True
+        self.close()
+
     def close(self) -> None:
         stop_local_superlink(self.flwr_home)
         if self.ray is not None:
@@ -224,6 +231,8 @@ class SimulationEngine:
         timeout: float = 6 * 3600,
     ) -> SimulationOutcome:
         """``flwr run <app_dir> --stream`` with ``num_sites`` simulated SuperNodes."""
+        if self._interrupted:
+            raise RuntimeError("the study was interrupted: no new run is started")
         self.start()
         federation = (
             f"num-supernodes={num_sites} "

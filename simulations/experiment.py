@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -130,11 +131,35 @@ class ResourcesConfig(StrictModel):
     # an existing Ray cluster for the simulated sites ("host:port" of its head, as `ray start
     # --head` prints); empty: Flower starts Ray on this machine. RAY_ADDRESS works too.
     # no ray_address: one local Ray head for the whole study, joined by every run (instead of a
-    # Ray started and stopped inside each run); runs in parallel then share its CPUs
+    # Ray started and stopped inside each run); the runs then go one at a time (see below)
     keep_ray: bool = False
     ray_address: str = Field(
         default="", pattern=r"^$|^(auto|[A-Za-z0-9_.\[\]:-]+:\d{1,5}|ray://\S+)$"
     )
+
+    @property
+    def shares_ray(self) -> bool:
+        """Whether every run joins one Ray (kept for the study, or a cluster's)."""
+        return self.keep_ray or bool(self.ray_address) or bool(os.environ.get("RAY_ADDRESS"))
+
+    @model_validator(mode="after")
+    def _one_run_per_shared_ray(self) -> ResourcesConfig:
+        if self.parallel_runs > 1 and (self.keep_ray or self.ray_address):
+            raise ValueError(
+                f"parallel_runs = {self.parallel_runs} with "
+                f"{'keep_ray' if self.keep_ray else 'ray_address'}: runs that join one Ray each "
+                "size their Flower actor pool to the whole of it and then wait on each other's "
+                "actors (a deadlock, measured with 4 runs on 2 cores); set parallel_runs = 1, "
+                "or leave keep_ray / ray_address out to overlap runs"
+            )
+        return self
+
+    def federated_workers(self) -> int:
+        """How many federated runs go at once: ``parallel_runs`` (0: one per core), but one at a
+        time where the runs share a Ray."""
+        if self.shares_ray:
+            return 1
+        return self.parallel_runs or os.cpu_count() or 1
 
 
 class ShiftAxis(StrictModel):

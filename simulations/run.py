@@ -13,7 +13,7 @@ the report (Markdown + CSV table, learning curves, bar chart, overlays) to
 from __future__ import annotations
 
 import argparse
-import os
+import signal
 import sys
 import threading
 import time
@@ -120,14 +120,23 @@ def run_experiment(
             if c.kind != "federated":
                 outcomes[(c.name, seed)] = _attempt(progress.run, execute, ctx, c, seed)
         federated = [(c, seed) for c, seed in jobs if c.kind == "federated"]
-        workers = config.resources.parallel_runs or os.cpu_count() or 1
+        workers = config.resources.federated_workers()
+        if workers == 1 and len(federated) > 1 and config.resources.shares_ray:
+            say("the federated runs share one Ray: they go one at a time")
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {
                 (c.name, seed): pool.submit(_attempt, progress.run, execute, ctx, c, seed)
                 for c, seed in federated
             }
-            for key, future in futures.items():
-                outcomes[key] = future.result()
+            try:
+                for key, future in futures.items():
+                    outcomes[key] = future.result()
+            except BaseException:  # Ctrl-C or SIGTERM: stop the runs the threads wait on
+                for future in futures.values():
+                    future.cancel()
+                if engine is not None:
+                    engine.interrupt()
+                raise
     finally:
         if engine is not None:
             engine.close()
@@ -188,7 +197,24 @@ def run_shift_study(
     return per_level
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM (a scheduler's time limit, `timeout`, `kill`) ends the study like Ctrl-C: the
+    # SuperLink, the Ray head and the runs in flight are stopped, finished runs stay on disk
+    # (Python's default for SIGTERM would leave the Flower and Ray processes running)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description="echofl research harness")
     add_version(parser)
     source = parser.add_mutually_exclusive_group(required=True)
@@ -240,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     except EchoflError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(
+            f"interrupted ({exc or 'Ctrl-C'}): every Flower and Ray process of the study was "
+            "stopped; finished runs are kept and the same command continues from them",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 
