@@ -120,9 +120,11 @@ def segment(
         )
         with torch.no_grad():
             probs = model(torch.from_numpy(batch)[:, None]).softmax(1)
-            if tuple(probs.shape[2:]) != tuple(frames.shape[1:]):
+            target = tuple(frames.shape[1:])
+            if tuple(probs.shape[2:]) != target:
+                shrink = target[0] < probs.shape[2] or target[1] < probs.shape[3]
                 probs = F.interpolate(
-                    probs, size=tuple(frames.shape[1:]), mode="bilinear", align_corners=False
+                    probs, size=target, mode="bilinear", align_corners=False, antialias=shrink
                 )
             out[start : start + len(batch)] = probs.argmax(1).to(torch.uint8).numpy()
     return out

@@ -536,7 +536,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         values.update(json.loads(saved.read_text()))
     values.update(overrides)  # the operator's values win over the defaults
     if "mlflow-tracking-uri" in overrides:  # a relative SQLite file: where the operator is
-        uri = tomllib.loads(f"v = {overrides['mlflow-tracking-uri']}").get("v")
+        try:
+            uri = tomllib.loads(f"v = {overrides['mlflow-tracking-uri']}").get("v")
+        except tomllib.TOMLDecodeError:
+            uri = None  # check_run_config below names the key and the problem
         if isinstance(uri, str):
             values["mlflow-tracking-uri"] = json.dumps(absolute_tracking_uri(uri, Path.cwd()))
     if args.resume:

@@ -12,10 +12,13 @@ queues the scalars to its own thread; the file is flushed once per round.
 
 With an :class:`MlflowTarget` (run settings ``mlflow-tracking-uri``, ``mlflow-experiment``,
 ``mlflow-run-name``; MLflow is optional: ``pip install 'echofl[mlflow]'``), the same metrics
-under the same names go to one MLflow run, logged asynchronously (MLflow's own queue, off the
-round loop), with the training recipe (the ``train-config`` event) as its parameters. The MLflow
-run's id is kept in ``<output-dir>/mlflow-run-id``, so a resumed run continues the same MLflow
-run; it ends FINISHED, or FAILED when the federated run stopped with an error.
+under the same names go to one MLflow run, a round's metrics when the round is complete (its
+``round-done``; round 0's with round 1's, the final test's at the end), logged asynchronously
+(MLflow's own queue, off the round loop), with the training recipe (the ``train-config`` event)
+as its parameters. The MLflow run's id is kept in ``<output-dir>/mlflow-run-id``, so a resumed
+run continues the same MLflow run, and a round the coordinator did not finish is not in MLflow
+(as :mod:`fl_server.resume` drops it from the log); it ends FINISHED, or FAILED when the
+federated run stopped with an error.
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ class MlflowSink:
 
         self._metric, self._param = Metric, Param
         self._pending: list[Any] = []  # MLflow's RunOperations of the queued batches
+        self._held: list[Any] = []  # the metrics of the round in progress
         self.id_file = output_dir / RUN_ID_FILE
         try:
             self.client = MlflowClient(tracking_uri=target.tracking_uri)
@@ -136,7 +140,7 @@ class MlflowSink:
             raise ConfigError(
                 "run config",
                 f"mlflow-tracking-uri {target.tracking_uri!r}: cannot start an MLflow run "
-                f"({type(exc).__name__}: {str(exc)[:200]})",
+                f"({type(exc).__name__}: {str(exc)[:400]})",
             ) from None
 
     def _resumed(self) -> str | None:
@@ -144,7 +148,13 @@ class MlflowSink:
         if not self.id_file.is_file():
             return None
         run_id = self.id_file.read_text().strip()
-        self.client.get_run(run_id)  # raises if that MLflow run is gone
+        try:
+            self.client.get_run(run_id)
+        except Exception as exc:  # the store has no such run (another store, or deleted)
+            raise RuntimeError(
+                f"the MLflow run {run_id} recorded in {self.id_file} is not in this store "
+                f"({type(exc).__name__}); delete that file to start a new MLflow run"
+            ) from None
         self.client.update_run(run_id, status="RUNNING")
         return run_id
 
@@ -168,22 +178,31 @@ class MlflowSink:
             return
         step, scalars = tracked
         stamp = int(1000 * float(row.get("time", time.time())))
-        metrics = [self._metric(k, v, stamp, step) for k, v in scalars.items()]
-        if metrics:
+        self._held += [self._metric(k, v, stamp, step) for k, v in scalars.items()]
+        if row.get("event") == "round-done":  # the round is complete: now it goes to MLflow
+            self._send()
+
+    def _send(self) -> None:
+        held, self._held = self._held, []
+        for start in range(0, len(held), 1000):  # MLflow takes at most 1000 metrics a batch
+            batch = held[start : start + 1000]
             self._pending.append(
-                self.client.log_batch(self.run_id, metrics=metrics, synchronous=False)
+                self.client.log_batch(self.run_id, metrics=batch, synchronous=False)
             )
 
     def _params(self, row: Mapping[str, Any]) -> None:
         fields = {k: v for k, v in row.items() if k not in ("event", "time")}
         params = [self._param(k, str(v)[:6000]) for k, v in sorted(fields.items())]
-        if self.resumed:
+        if self.client.get_run(self.run_id).data.params:
             return  # written by the run's first start: MLflow parameters are written once
         self._pending.append(self.client.log_batch(self.run_id, params=params, synchronous=False))
 
     def close(self, status: str = "FINISHED") -> None:
-        """Wait for the queued batches (a failed one is reported, not raised: the federated
-        run itself is done), then end the MLflow run with ``status``."""
+        """Send what is held (when FINISHED), wait for the queued batches (a failed one is
+        reported, not raised: the federated run itself is done), then end the MLflow run with
+        ``status``."""
+        if status == "FINISHED":
+            self._send()  # the final test; an unfinished round's rows are dropped otherwise
         failed = 0
         for operations in self._pending:
             try:

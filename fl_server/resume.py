@@ -19,7 +19,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from common.files import write_atomic
+from common.security.checkpoint import load_checkpoint, save_checkpoint
 from fl_server.metrics_log import read_metrics_log
 
 
@@ -65,3 +69,19 @@ def prune_optimiser_states(checkpoints: Path, keep_round: int) -> None:
         number = stem.rsplit("-", 1)[-1]
         if number.isdigit() and int(number) < keep_round:
             path.unlink(missing_ok=True)
+
+
+def write_optimiser_state(
+    path: Path, state: dict[str, np.ndarray], meta: dict, signing_key: object | None
+) -> None:
+    """``state`` as a signed checkpoint-like file (every array keeps its shape, 0-d too)."""
+    tensors = {k: torch.from_numpy(np.array(v, order="C")) for k, v in state.items()}
+    save_checkpoint(path, tensors, meta, signing_key)  # type: ignore[arg-type]
+
+
+def read_optimiser_state(
+    path: Path, verify_key: object | None, run: str
+) -> tuple[dict[str, np.ndarray], dict]:
+    """What :func:`write_optimiser_state` wrote, verified (digest; signature with a key)."""
+    state, sidecar = load_checkpoint(path, verify_key=verify_key, expect_run=run)  # type: ignore[arg-type]
+    return {k: v.numpy() for k, v in state.items()}, sidecar

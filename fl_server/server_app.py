@@ -27,7 +27,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flwr.app import ArrayRecord, ConfigRecord, Context
@@ -63,7 +62,9 @@ from fl_server.resume import (
     find_resume_point,
     optimiser_state_path,
     prune_optimiser_states,
+    read_optimiser_state,
     trim_log,
+    write_optimiser_state,
 )
 from fl_server.strategy import EchoRounds, MeanRule, make_strategy
 from fl_server.update_gate import UpdateGate
@@ -252,9 +253,8 @@ class FederatedRun:
             "round": server_round,
             "strategy": self.settings.recipe.aggregation.strategy,
         }
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
         path = optimiser_state_path(self.checkpoints, server_round)
-        save_checkpoint(path, tensors, meta, self.signing_key)
+        write_optimiser_state(path, state, meta, self.signing_key)
 
     def restore_optimiser_state(self, completed: int) -> None:
         """After a resume: the server optimiser's memory of the last completed round."""
@@ -270,7 +270,7 @@ class FederatedRun:
             self.log.event("optimiser-state-missing", round=completed, file=path.name)
             return
         verify_key = self.signing_key.public_key() if self.signing_key is not None else None
-        state, sidecar = load_checkpoint(path, verify_key=verify_key, expect_run=self.out.name)
+        state, sidecar = read_optimiser_state(path, verify_key, self.out.name)
         if sidecar.get("strategy") != strategy or sidecar.get("round") != completed:
             raise DataError(
                 path,
@@ -279,7 +279,7 @@ class FederatedRun:
                 f"{completed}: refused",
             )
         try:
-            self.strategy.restore_optimiser_state({k: v.numpy() for k, v in state.items()})
+            self.strategy.restore_optimiser_state(state)
         except ValueError as exc:
             raise DataError(path, f"server-optimiser state does not fit: {exc}") from None
         self.log.event("optimiser-state-restored", round=completed, file=path.name)
@@ -442,8 +442,16 @@ def mean_rule(settings: RunSettings) -> MeanRule:
 
 
 def mlflow_target(settings: RunSettings) -> MlflowTarget | None:
-    if not settings.mlflow_tracking_uri:
+    uri = settings.mlflow_tracking_uri
+    if not uri:
         return None
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        raise ConfigError(
+            "run config",
+            f"mlflow-tracking-uri {uri!r} is a relative path, which the ServerApp would resolve "
+            "in its own working folder: give an absolute one (sqlite:////abs/path/mlflow.db); "
+            "fl-server run and simulations/run.py make a relative one absolute for you",
+        )
     return MlflowTarget(
         settings.mlflow_tracking_uri,
         settings.mlflow_experiment,

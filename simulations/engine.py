@@ -184,6 +184,8 @@ class SimulationEngine:
         """Start the managed SuperLink once (``flwr ls`` brings it up), so that concurrent
         runs do not race to start it."""
         with self._lock:
+            if self._interrupted:
+                raise RuntimeError("the study was interrupted: no new run is started")
             if self._started:
                 return
             if self.resources.keep_ray and not self.resources.ray_address:
@@ -212,7 +214,8 @@ class SimulationEngine:
     def interrupt(self) -> None:
         """Stop everything now (the study was interrupted): the runs in flight end with the
         SuperLink, and no later run starts a new one."""
-        self._interrupted = True
+        with self._lock:
+            self._interrupted = True
         self.close()
 
     def close(self) -> None:
@@ -231,8 +234,6 @@ class SimulationEngine:
         timeout: float = 6 * 3600,
     ) -> SimulationOutcome:
         """``flwr run <app_dir> --stream`` with ``num_sites`` simulated SuperNodes."""
-        if self._interrupted:
-            raise RuntimeError("the study was interrupted: no new run is started")
         self.start()
         federation = (
             f"num-supernodes={num_sites} "

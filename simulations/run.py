@@ -198,6 +198,7 @@ def run_shift_study(
 
 
 def _interrupt(signum: int, _frame: object) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # a second one must not cut the clean-up short
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
@@ -268,7 +269,7 @@ def _main(argv: list[str] | None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         print(
-            f"interrupted ({exc or 'Ctrl-C'}): every Flower and Ray process of the study was "
+            f"interrupted ({str(exc) or 'Ctrl-C'}): every Flower and Ray process of the study was "
             "stopped; finished runs are kept and the same command continues from them",
             file=sys.stderr,
         )

@@ -255,12 +255,13 @@ def test_a_patients_two_views_give_biplane_volumes(trained: dict, tmp_path: Path
 
 
 class _Ramp(torch.nn.Module):
-    """A stand-in network: LV's logit rises from -1.5 to 1.5 across the columns, every other
-    class's is 0 (the input is ignored)."""
+    """A stand-in network: LV's logit rises from -1.5 to 1.7 across the columns, every other
+    class's is 0 (the input is ignored): LV wins from the model's column 8 on, and its
+    probability already equals background's just after column 7."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = torch.zeros(len(x), 4, *x.shape[2:])
-        logits[:, 1] = torch.linspace(-1.5, 1.5, x.shape[-1])
+        logits[:, 1] = torch.linspace(-1.5, 1.7, x.shape[-1])
         return logits
 
 
@@ -273,10 +274,14 @@ def test_segment_resamples_probabilities_to_the_frames_size_in_chunks() -> None:
     frames = np.zeros((5, 24, 40), np.uint8)
     labels = segment(_Ramp(), card, frames, chunk=2)
     assert labels.shape == (5, 24, 40) and labels.dtype == np.uint8
-    # LV becomes the most probable class half-way across (logit 0 between the model's columns
-    # 7 and 8 = column 19.5 of 40): columns 20-39 are LV, and nothing else is
-    np.testing.assert_array_equal(labels[3, 7], [0] * 20 + [1] * 20)
+    # resampled probabilities: LV overtakes background at the model's column 7.03 = column
+    # 18.3 of 40, so columns 19-39 are LV (resampling the model's label map would put the
+    # border half-way between its columns 7 and 8: columns 20-39)
+    np.testing.assert_array_equal(labels[3, 7], [0] * 19 + [1] * 21)
     assert (labels == labels[0]).all()  # every frame of every chunk alike
     # at the model's own size nothing is resampled: the argmax itself
     same = segment(_Ramp(), card, np.zeros((1, 16, 16), np.uint8))
     np.testing.assert_array_equal(same[0, 0], [0] * 8 + [1] * 8)
+    # frames smaller than the model's input: shrunk (antialiased) to their size
+    small = segment(_Ramp(), card, np.zeros((1, 8, 8), np.uint8))
+    assert small.shape == (1, 8, 8) and small[0, 0, 0] == 0 and small[0, 0, -1] == 1

@@ -19,6 +19,7 @@ from fl_server.admission import SiteAdmission
 from fl_server.aggregation import SiteUpdate, aggregate, drift_shares
 from fl_server.metrics_log import MetricsLog
 from fl_server.negotiation import SiteInfo
+from fl_server.resume import read_optimiser_state, write_optimiser_state
 from fl_server.strategy import MeanRule, make_strategy
 from fl_server.update_gate import UpdateGate
 
@@ -220,8 +221,11 @@ def test_a_server_optimiser_continues_after_its_state_is_saved_and_restored(
     assert state and all(isinstance(v, np.ndarray) for v in state.values())
     after_2 = _one_round(steady, admission, 2, after_1, rounds[1])
 
+    saved = tmp_path / "server-optimiser-0001.pt"  # through the file a resume reads
+    write_optimiser_state(saved, state, {"run": "r", "round": 1}, None)
+    loaded, _ = read_optimiser_state(saved, None, "r")
     resumed, admission = _optimiser_strategy(flat, tmp_path)
-    resumed.restore_optimiser_state({k: v.copy() for k, v in state.items()})
+    resumed.restore_optimiser_state(loaded)
     np.testing.assert_array_equal(_one_round(resumed, admission, 2, after_1, rounds[1]), after_2)
 
     forgetful, admission = _optimiser_strategy(flat, tmp_path)
@@ -239,3 +243,16 @@ def test_fedavg_keeps_no_optimiser_state(tmp_path: Path, monkeypatch: pytest.Mon
     assert not strategy.keeps_state and strategy.optimiser_state() == {}
     with pytest.raises(ValueError, match="keeps no optimiser state"):
         strategy.restore_optimiser_state({"m/w": np.zeros(3)})
+
+
+def test_the_optimiser_state_file_keeps_every_shape_and_dtype(tmp_path: Path) -> None:
+    state = {
+        "current/bn.num_batches_tracked": np.array(7, np.int64),  # 0-d, as BatchNorm's counter
+        "momentum/w": np.arange(6, dtype=np.float32).reshape(2, 3),
+    }
+    write_optimiser_state(tmp_path / "s.pt", state, {"run": "r", "round": 3}, None)
+    loaded, sidecar = read_optimiser_state(tmp_path / "s.pt", None, "r")
+    assert sidecar["round"] == 3 and list(loaded) == list(state)
+    for key, value in state.items():
+        assert loaded[key].shape == value.shape and loaded[key].dtype == value.dtype
+        np.testing.assert_array_equal(loaded[key], value)

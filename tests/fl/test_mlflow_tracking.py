@@ -35,7 +35,8 @@ def test_rounds_go_to_one_mlflow_run_that_a_resume_continues(tmp_path: Path) -> 
         log.site_row(r, "val", "*", 0, {"dice-LV": dice + 0.1})
         log.event("round-done", round=r, seconds=3.5, sites=["A"])
     log.event("update-rejected", round=2, site="B", reason="NaN")  # not a metric
-    log.close("FAILED")  # the coordinator died after round 2
+    log.site_row(3, "val", "A", 1, {"dice-LV": 0.1})  # round 3 never finished ...
+    log.close("FAILED")  # ... the coordinator died in it
     run_id = (out / RUN_ID_FILE).read_text().strip()
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(run_id)
@@ -50,12 +51,16 @@ def test_rounds_go_to_one_mlflow_run_that_a_resume_continues(tmp_path: Path) -> 
 
     resumed = MetricsLog(out / "metrics.jsonl", mlflow=target)  # resume=true, same folder
     resumed.event("train-config", lr=0.002, strategy="fedavgm")  # logged again on a resume
-    resumed.site_row(3, "val", "A", 1, {"dice-LV": 0.8})
+    resumed.site_row(3, "val", "A", 1, {"dice-LV": 0.8})  # round 3 again, to its end
+    resumed.event("round-done", round=3, seconds=3.0, sites=["A"])
+    resumed.site_row(3, "test", "A", 1, {"dice-LV": 0.7})  # the final test, sent at close
     resumed.close()
     assert (out / RUN_ID_FILE).read_text().strip() == run_id
     (only,) = client.search_runs([run.info.experiment_id])
     assert only.info.run_id == run_id and only.info.status == "FINISHED"
     assert _history(uri, run_id, "val/A/dice-LV") == [(1, 0.5), (2, 0.75), (3, 0.8)]
+    assert _history(uri, run_id, "test/A/dice-LV") == [(3, 0.7)]
+    assert client.get_run(run_id).data.params == {"lr": "0.002", "strategy": "fedavgm"}
 
 
 def test_without_mlflow_installed_the_error_says_how_to_get_it(
@@ -80,3 +85,17 @@ def test_a_relative_sqlite_store_is_made_absolute_where_it_was_typed(tmp_path: P
     )
     assert absolute_tracking_uri("sqlite:////abs/mlflow.db", tmp_path) == "sqlite:////abs/mlflow.db"
     assert absolute_tracking_uri("http://host:5000", tmp_path) == "http://host:5000"
+
+
+def test_a_relative_sqlite_store_is_refused_where_the_serverapp_would_misplace_it() -> None:
+    from common.federation.run_settings import parse_run_settings
+    from fl_server.server_app import mlflow_target
+
+    relative = parse_run_settings({"mlflow-tracking-uri": "sqlite:///mlflow.db"})
+    with pytest.raises(ConfigError, match=r"relative path.*sqlite:////abs"):
+        mlflow_target(relative)
+    absolute = parse_run_settings(
+        {"mlflow-tracking-uri": "sqlite:////data/mlflow.db", "output-dir": "/runs/r7"}
+    )
+    assert mlflow_target(absolute) == MlflowTarget("sqlite:////data/mlflow.db", "echofl", "r7")
+    assert mlflow_target(parse_run_settings({})) is None
