@@ -99,6 +99,42 @@ def test_class_owners_are_derived_from_the_network() -> None:
     assert (toy_owners["3.num_batches_tracked"] == SHARED).all()
 
 
+SERVER_OPTIMISERS = [
+    {"strategy": "fedavgm", "server-lr": 0.5, "server-momentum": 0.6},
+    {"strategy": "fedadam", "server-lr": 0.01},
+    {"strategy": "fedyogi", "server-lr": 0.01},
+]
+
+
+@pytest.fixture
+def task_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flower's Message wants a task identity (run, node, task); any will do here."""
+    for field in ("_run_id", "_node_id", "_task_id"):
+        monkeypatch.setattr(TaskIdentity, field, 1)
+
+
+def two_site_strategy(  # type: ignore[no-untyped-def]
+    flat: dict,
+    tmp_path: Path,
+    reference: dict[str, np.ndarray] | None = None,
+    mean: MeanRule | None = None,
+):
+    """A strategy of ``flat``'s recipe over sites A (everything, 10 images) and B (LV, 30)."""
+    settings = parse_run_settings({**flat, "min-sites": 2, "update-norm-factor": 0})
+    log = MetricsLog(tmp_path / "m.jsonl")
+    infos = {
+        1: SiteInfo(1, "A", frozenset(Structure), {"train": 10}),
+        2: SiteInfo(2, "B", frozenset({Structure.LV}), {"train": 30}),
+    }
+    admission = SiteAdmission(lambda g, n: [infos[i] for i in n], registry="", log=log)
+    reference = reference if reference is not None else {"w": np.zeros(3, np.float32)}
+    gate = UpdateGate(reference, transfer_dtype="float32", norm_factor=0.0, log=log)
+    strategy = make_strategy(
+        settings, admission=admission, gate=gate, log=log, mean=mean or MeanRule()
+    )
+    return strategy, admission
+
+
 class Grid:
     def __init__(self, nodes: list[int]) -> None:
         self.nodes = nodes
@@ -107,34 +143,17 @@ class Grid:
         return self.nodes
 
 
-@pytest.mark.parametrize(
-    "flat",
-    [
-        {"strategy": "fedavgm", "server-lr": 0.5, "server-momentum": 0.6},
-        {"strategy": "fedadam", "server-lr": 0.01},
-        {"strategy": "fedyogi", "server-lr": 0.01},
-    ],
-)
+@pytest.mark.parametrize("flat", SERVER_OPTIMISERS)
 def test_server_optimisers_step_parameters_and_average_buffers_plainly(
-    flat: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    flat: dict, tmp_path: Path, task_identity: None
 ) -> None:
-    for field in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, field, 1)
-    settings = parse_run_settings({**flat, "min-sites": 2, "update-norm-factor": 0})
-    log = MetricsLog(tmp_path / "m.jsonl")
-    infos = {
-        1: SiteInfo(1, "A", frozenset(Structure), {"train": 10}),
-        2: SiteInfo(2, "B", frozenset({Structure.LV}), {"train": 30}),
-    }
-    admission = SiteAdmission(lambda g, n: [infos[i] for i in n], registry="", log=log)
     current = {
         "w": np.zeros(3, np.float32),
         "bn.running_var": np.ones(2, np.float32),
         "bn.num_batches_tracked": np.array(4, np.int64),
     }
-    gate = UpdateGate(current, transfer_dtype="float32", norm_factor=0.0, log=log)
     rule = MeanRule(buffers=("bn.running_var", "bn.num_batches_tracked"))
-    strategy = make_strategy(settings, admission=admission, gate=gate, log=log, mean=rule)
+    strategy, admission = two_site_strategy(flat, tmp_path, current, rule)
     arrays = ArrayRecord({k: Array(v) for k, v in current.items()})
     messages = list(strategy.configure_train(1, arrays, ConfigRecord({}), Grid([1, 2])))
     sent = {"A": (1.0, 3.0, 10, 10.0), "B": (3.0, 5.0, 30, 30.0)}  # w, var, count, images
@@ -164,20 +183,6 @@ def test_server_optimisers_step_parameters_and_average_buffers_plainly(
         np.testing.assert_allclose(out["w"], 0.5 * plain, rtol=1e-6)
 
 
-def _optimiser_strategy(flat: dict, tmp_path: Path):  # type: ignore[no-untyped-def]
-    settings = parse_run_settings({**flat, "min-sites": 2, "update-norm-factor": 0})
-    log = MetricsLog(tmp_path / "m.jsonl")
-    infos = {
-        1: SiteInfo(1, "A", frozenset(Structure), {"train": 10}),
-        2: SiteInfo(2, "B", frozenset({Structure.LV}), {"train": 30}),
-    }
-    admission = SiteAdmission(lambda g, n: [infos[i] for i in n], registry="", log=log)
-    reference = {"w": np.zeros(3, np.float32)}
-    gate = UpdateGate(reference, transfer_dtype="float32", norm_factor=0.0, log=log)
-    strategy = make_strategy(settings, admission=admission, gate=gate, log=log, mean=MeanRule())
-    return strategy, admission
-
-
 def _one_round(strategy, admission, server_round: int, w: np.ndarray, sent: dict) -> np.ndarray:  # type: ignore[no-untyped-def]
     arrays = ArrayRecord({"w": Array(w)})
     messages = list(strategy.configure_train(server_round, arrays, ConfigRecord({}), Grid([1, 2])))
@@ -197,24 +202,15 @@ def _one_round(strategy, admission, server_round: int, w: np.ndarray, sent: dict
     return new["w"].numpy()
 
 
-@pytest.mark.parametrize(
-    "flat",
-    [
-        {"strategy": "fedavgm", "server-lr": 0.5, "server-momentum": 0.6},
-        {"strategy": "fedadam", "server-lr": 0.01},
-        {"strategy": "fedyogi", "server-lr": 0.01},
-    ],
-)
+@pytest.mark.parametrize("flat", SERVER_OPTIMISERS)
 def test_a_server_optimiser_continues_after_its_state_is_saved_and_restored(
-    flat: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    flat: dict, tmp_path: Path, task_identity: None
 ) -> None:
     """What a resumed run does: a new strategy given the state saved after round 1 takes round
     2 exactly as the strategy that never stopped; without it, round 2 differs."""
-    for field in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, field, 1)
     rounds = [{"A": (1.0, 10.0), "B": (3.0, 30.0)}, {"A": (-0.5, 10.0), "B": (0.25, 30.0)}]
     start = np.zeros(3, np.float32)
-    steady, admission = _optimiser_strategy(flat, tmp_path)
+    steady, admission = two_site_strategy(flat, tmp_path)
     assert steady.keeps_state and steady.optimiser_state() == {}  # nothing before a round
     after_1 = _one_round(steady, admission, 1, start, rounds[0])
     state = steady.optimiser_state()
@@ -224,20 +220,18 @@ def test_a_server_optimiser_continues_after_its_state_is_saved_and_restored(
     saved = tmp_path / "server-optimiser-0001.pt"  # through the file a resume reads
     write_optimiser_state(saved, state, {"run": "r", "round": 1}, None)
     loaded, _ = read_optimiser_state(saved, None, "r")
-    resumed, admission = _optimiser_strategy(flat, tmp_path)
+    resumed, admission = two_site_strategy(flat, tmp_path)
     resumed.restore_optimiser_state(loaded)
     np.testing.assert_array_equal(_one_round(resumed, admission, 2, after_1, rounds[1]), after_2)
 
-    forgetful, admission = _optimiser_strategy(flat, tmp_path)
+    forgetful, admission = two_site_strategy(flat, tmp_path)
     assert not np.allclose(_one_round(forgetful, admission, 2, after_1, rounds[1]), after_2)
     with pytest.raises(ValueError, match="needs the same arrays"):
         forgetful.restore_optimiser_state({next(iter(state)): state[next(iter(state))]})
 
 
-def test_fedavg_keeps_no_optimiser_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for field in ("_run_id", "_node_id", "_task_id"):
-        monkeypatch.setattr(TaskIdentity, field, 1)
-    strategy, admission = _optimiser_strategy({"strategy": "fedavg"}, tmp_path)
+def test_fedavg_keeps_no_optimiser_state(tmp_path: Path, task_identity: None) -> None:
+    strategy, admission = two_site_strategy({"strategy": "fedavg"}, tmp_path)
     sent = {"A": (1.0, 10.0), "B": (3.0, 30.0)}
     _one_round(strategy, admission, 1, np.zeros(3, np.float32), sent)
     assert not strategy.keeps_state and strategy.optimiser_state() == {}
