@@ -111,11 +111,6 @@ class FederatedRun:
         self.grid = prompt(grid)  # replies noticed within 0.1 s, not Flower's 3 s naps
         self.out = settings.output_path
         self.out.mkdir(parents=True, exist_ok=True)
-        self.log = MetricsLog(
-            self.out / "metrics.jsonl",
-            self.out / "tensorboard" if settings.tensorboard else None,
-            mlflow_target(settings),
-        )
         self.checkpoints = self.out / "checkpoints"
         self.signing_key = (
             load_signing_key(Path(settings.signing_key)) if settings.signing_key else None
@@ -123,6 +118,12 @@ class FederatedRun:
         self.best = {"score": -math.inf, "round": 0}
         self.round_started = time.perf_counter()
         self.audit = AuditLog(Path(settings.audit_log)) if settings.audit_log else None
+        # after everything that can refuse to start: an MLflow run is never left RUNNING
+        self.log = MetricsLog(
+            self.out / "metrics.jsonl",
+            self.out / "tensorboard" if settings.tensorboard else None,
+            mlflow_target(settings),
+        )
         self.admission = SiteAdmission(
             lambda g, nodes: query_sites(g, nodes, settings.round_timeout),
             registry=settings.site_registry,
