@@ -109,8 +109,9 @@ def segment(
     boundary is placed between the model's pixels rather than on them (nnU-Net resamples
     probabilities, not labels, for the same reason). ``chunk`` frames at a time bound the
     memory of the full-size probabilities."""
-    size = card.preprocess.size
-    out = np.empty((len(frames), *frames.shape[1:]), np.uint8)
+    size, target = card.preprocess.size, tuple(frames.shape[1:])
+    shrink = target[0] < size[0] or target[1] < size[1]
+    out = np.empty((len(frames), *target), np.uint8)
     for start in range(0, len(frames), chunk):
         batch = np.stack(
             [
@@ -120,9 +121,7 @@ def segment(
         )
         with torch.no_grad():
             probs = model(torch.from_numpy(batch)[:, None]).softmax(1)
-            target = tuple(frames.shape[1:])
             if tuple(probs.shape[2:]) != target:
-                shrink = target[0] < probs.shape[2] or target[1] < probs.shape[3]
                 probs = F.interpolate(
                     probs, size=target, mode="bilinear", align_corners=False, antialias=shrink
                 )

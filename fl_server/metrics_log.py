@@ -104,12 +104,18 @@ class MlflowTarget:
 RUN_ID_FILE = "mlflow-run-id"
 
 
+SQLITE = "sqlite:///"  # + a path: relative, or absolute with a fourth slash
+
+
+def is_relative_sqlite(uri: str) -> bool:
+    return uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/")
+
+
 def absolute_tracking_uri(uri: str, base: Path) -> str:
     """A relative SQLite store (``sqlite:///mlflow.db``) made absolute against ``base`` (where
     the operator typed it): the ServerApp runs in another folder. Other URIs unchanged."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str((base / uri[len(prefix) :]).resolve())
+    if is_relative_sqlite(uri):
+        return SQLITE + str((base / uri[len(SQLITE) :]).resolve())
     return uri
 
 
@@ -133,9 +139,7 @@ class MlflowSink:
         self.id_file = output_dir / RUN_ID_FILE
         try:
             self.client = MlflowClient(tracking_uri=target.tracking_uri)
-            resumed = self._resumed()
-            self.resumed = resumed is not None
-            self.run_id = resumed or self._new_run(target)
+            self.run_id = self._resumed() or self._new_run(target)
         except Exception as exc:  # MLflow raises its own and the transport's errors
             raise ConfigError(
                 "run config",
@@ -191,10 +195,10 @@ class MlflowSink:
             )
 
     def _params(self, row: Mapping[str, Any]) -> None:
-        fields = {k: v for k, v in row.items() if k not in ("event", "time")}
-        params = [self._param(k, str(v)[:6000]) for k, v in sorted(fields.items())]
         if self.client.get_run(self.run_id).data.params:
             return  # written by the run's first start: MLflow parameters are written once
+        fields = {k: v for k, v in row.items() if k not in ("event", "time")}
+        params = [self._param(k, str(v)[:6000]) for k, v in sorted(fields.items())]
         self._pending.append(self.client.log_batch(self.run_id, params=params, synchronous=False))
 
     def close(self, status: str = "FINISHED") -> None:

@@ -49,7 +49,12 @@ from common.training.model import build_unet, required_divisor
 from common.training.scoring import format_table
 from fl_server.admission import SiteAdmission
 from fl_server.delivery import deliver_final_model
-from fl_server.metrics_log import MetricsLog, MlflowTarget, read_metrics_log
+from fl_server.metrics_log import (
+    MetricsLog,
+    MlflowTarget,
+    is_relative_sqlite,
+    read_metrics_log,
+)
 from fl_server.negotiation import (
     FederationError,
     SiteInfo,
@@ -446,7 +451,7 @@ def mlflow_target(settings: RunSettings) -> MlflowTarget | None:
     uri = settings.mlflow_tracking_uri
     if not uri:
         return None
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+    if is_relative_sqlite(uri):
         raise ConfigError(
             "run config",
             f"mlflow-tracking-uri {uri!r} is a relative path, which the ServerApp would resolve "
@@ -454,7 +459,7 @@ def mlflow_target(settings: RunSettings) -> MlflowTarget | None:
             "fl-server run and simulations/run.py make a relative one absolute for you",
         )
     return MlflowTarget(
-        settings.mlflow_tracking_uri,
+        uri,
         settings.mlflow_experiment,
         settings.mlflow_run_name or settings.output_path.name,
     )
