@@ -218,8 +218,14 @@ def superlink_command(home: CoordinatorHome) -> list[str]:
         check_ca_certificate(pki.ca_cert),
         pki.server_cert,
     )
+    # Flower's flower-superlink, or the same with messages' contents in memory (see there)
+    launcher = (
+        [sys.executable, "-m", "fl_server.superlink"]
+        if config.message_store == "memory"
+        else ["flower-superlink"]
+    )
     return [
-        "flower-superlink",
+        *launcher,
         "--ssl-ca-certfile",
         str(pki.ca_cert),
         "--ssl-certfile",

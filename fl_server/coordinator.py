@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -41,6 +42,9 @@ class CoordinatorConfig(StrictModel):
     expose_control_api: bool = False
     app_dir: Path = DEFAULT_APP_DIR
     min_sites: int = Field(default=2, ge=1)
+    # where the SuperLink keeps messages' contents while their round is open: "memory" (the
+    # default, fl_server.superlink) or its database file with everything else (Flower's own)
+    message_store: Literal["memory", "database"] = "memory"
 
     @property
     def superlink_address(self) -> tuple[str, int]:
