@@ -1,16 +1,20 @@
 """Deployment overhead: federated rounds over TLS on loopback (a real SuperLink with node
 authentication behind the fleet-only proxy, real sites started by ``fl-client``) versus the same
-compute without Flower, side by side in one run, for two ways of running a site's tasks:
+compute without Flower, side by side in one run, for three ways of running a round:
 
 - **cold**: every message in a fresh interpreter (``task_start = "spawn"``) and the SuperNode
   asking for messages every 3 s while idle (Flower 1.42's own wait) - what a message cost before
   the site worker;
-- **warm** (the default): every message forked from the site worker, which has torch and Flower
-  imported, and the SuperNode asking every 0.5 s (``poll_interval_s``).
+- **warm, SQL store**: every message forked from the site worker, which has torch and Flower
+  imported, and the SuperNode asking every 0.5 s (``poll_interval_s``); the SuperLink keeps
+  messages, their contents and runs in its database file (Flower's own, ``message_store =
+  "database"``);
+- **warm** (the default): the same, with the SuperLink keeping them in memory and only the
+  registrations in the file (``fl_server.superlink``).
 
     python benchmarks/bench_deployment_overhead.py [--rounds 5] [--size 96] [--local-epochs 1]
 
-Both do the same work per round (every site one or more local epochs from the global weights,
+All do the same work per round (every site one or more local epochs from the global weights,
 then the weighted mean; federated evaluation off, so one message per site per round). The plain
 loop trains the sites one after the other with every core; deployed, each site trains in its
 own task process with one torch thread (``--client-threads``), the sites sharing the cores.
@@ -19,7 +23,7 @@ Figures: round wall / plain round (goal <= 1.3 on 2 cores, 3 sites); round wall 
 site's own training (what the round costs when every site has its own core, as in a real
 federation); the fixed cost per message = (round wall - slowest site's training) / messages per
 round (goal <= 0.5 s); where a task's time goes (the sites' audit logs time each step); and
-whether both modes trained the same final model (same seed: they must).
+whether all modes trained the same final model (same seed: they must).
 """
 
 from __future__ import annotations
@@ -42,18 +46,30 @@ from fl_server.loopback import Cluster, done_rounds
 
 GOAL_RATIO, GOAL_MESSAGE_S = 1.3, 0.5
 SITES = {"A": 80, "B": 240, "C": 24}
+# mode -> (site-config keys of every site, coordinator.toml keys)
 MODES = {
-    "cold": {"task_start": "spawn", "poll_interval_s": 3.0},
-    "warm": {"task_start": "fork", "poll_interval_s": 0.5},
+    "cold": ({"task_start": "spawn", "poll_interval_s": 3.0}, {"message_store": "database"}),
+    "warm, SQL store": (
+        {"task_start": "fork", "poll_interval_s": 0.5},
+        {"message_store": "database"},
+    ),
+    "warm": ({"task_start": "fork", "poll_interval_s": 0.5}, {"message_store": "memory"}),
 }
 
 
 def deployed(work: Path, specs, args, mode: str) -> dict:  # type: ignore[no-untyped-def]
-    base = work / mode
+    base = work / mode.replace(", ", "-").replace(" ", "-")
     base.mkdir()
     (base / "data").symlink_to(args.data_dir.resolve())
     formats = {s.name: (s.name, s.format) for s in specs}
-    cluster = Cluster(base, formats, min_sites=len(specs), site_options=MODES[mode])
+    site_options, coordinator_options = MODES[mode]
+    cluster = Cluster(
+        base,
+        formats,
+        min_sites=len(specs),
+        site_options=site_options,
+        coordinator_options=coordinator_options,
+    )
     try:
         cluster.start()
         cluster.register(*formats)
@@ -149,7 +165,11 @@ def main() -> None:
             "ratio_own_core": wall / site,
             "per_message_s": per_message,
         }
-        how = f"{MODES[mode]['task_start']}, poll {MODES[mode]['poll_interval_s']:g} s"
+        site_options, coordinator_options = MODES[mode]
+        how = (
+            f"{site_options['task_start']}, poll {site_options['poll_interval_s']:g} s, "
+            f"messages in the SuperLink's {coordinator_options['message_store']}"
+        )
         print(
             f"deployed, {mode} ({how}): "
             f"{wall:6.1f} s/round (slowest site's own training {site:.1f} s; whole command "
@@ -164,10 +184,13 @@ def main() -> None:
         print(f"    a training task's steps (site audit logs): {steps}")
         coord = ", ".join(f"{k[:-2]} {v:.3f} s" for k, v in r["coordinator_step_seconds"].items())
         print(f"    the coordinator's steps per round (round-done): {coord}")
-    cold, warm = summary["cold"], summary["warm"]
+    cold, sql, warm = summary["cold"], summary["warm, SQL store"], summary["warm"]
     print(
         f"warm / cold round time = {warm['round_s'] / cold['round_s']:.2f}; fixed cost per "
-        f"message {cold['per_message_s']:.2f} s -> {warm['per_message_s']:.2f} s"
+        f"message {cold['per_message_s']:.2f} s (cold) -> {sql['per_message_s']:.2f} s (warm, "
+        f"SQL store) -> {warm['per_message_s']:.2f} s (warm); the SQL store's share: "
+        f"{sql['per_message_s'] - warm['per_message_s']:.2f} s per message, round "
+        f"{sql['round_s']:.1f} -> {warm['round_s']:.1f} s"
     )
     print(
         f"goals: round / plain <= {GOAL_RATIO}: "
@@ -176,15 +199,19 @@ def main() -> None:
         f"{'met' if warm['per_message_s'] <= GOAL_MESSAGE_S else 'NOT met'} "
         f"({warm['per_message_s']:.2f} s)"
     )
-    a, b = results["cold"]["final"], results["warm"]["final"]
-    diff = max(float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64)))) for k in a)
-    print(f"final models of the two modes: largest difference {diff:.3g} (same seed)")
+    b = results["warm"]["final"]
+    diff = max(
+        float(np.max(np.abs(r["final"][k].astype(np.float64) - b[k].astype(np.float64))))
+        for r in results.values()
+        for k in b
+    )
+    print(f"final models of the {len(MODES)} modes: largest difference {diff:.3g} (same seed)")
     path = record(
         "deployment_overhead",
         {
             "settings": {**vars(args), "data_dir": str(args.data_dir), "sites": SITES},
             "plain_round_seconds": plain_rounds,
-            "modes": MODES,
+            "modes": {m: {"site": s, "coordinator": c} for m, (s, c) in MODES.items()},
             "results": {
                 m: {k: v for k, v in r.items() if k != "final"} for m, r in results.items()
             },

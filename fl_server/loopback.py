@@ -63,7 +63,8 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 class Cluster:
     """``sites``: site name -> (synthetic data folder, format). Every site pins (trusts) the
     echofl app as it is now, unless ``trusted`` gives a site's list of app bundle hashes;
-    ``site_options`` are further site-config keys for every site (e.g. ``task_start``)."""
+    ``site_options`` are further site-config keys for every site (e.g. ``task_start``),
+    ``coordinator_options`` further coordinator.toml keys (e.g. ``message_store``)."""
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class Cluster:
         min_sites: int,
         trusted: dict[str, list[str]] | None = None,
         site_options: dict[str, object] | None = None,
+        coordinator_options: dict[str, object] | None = None,
     ) -> None:
         self.base = base
         self.app_sha256 = app_digest(DEFAULT_APP_DIR)
@@ -100,6 +102,10 @@ class Cluster:
         )
         if init.returncode != 0:
             raise RuntimeError(init.stderr)
+        if coordinator_options:
+            config_file = self.home / "coordinator.toml"
+            coordinator = tomllib.loads(config_file.read_text())
+            config_file.write_text(tomli_w.dumps({**coordinator, **coordinator_options}))
         self.sites_dir = base / "sites"
         self.sites_dir.mkdir(exist_ok=True)
         for site, (data, fmt) in sites.items():
