@@ -73,7 +73,7 @@ class KeptRegistrationsLinkState(InMemoryLinkState):
             self.node_public_key_to_node_id[node.public_key] = node.node_id
             self.owner_to_node_ids.setdefault(node.owner_aid, set()).add(node.node_id)
 
-    def create_node(  # noqa: PLR0913 - Flower's signature
+    def create_node(
         self,
         owner_aid: str,
         owner_name: str,
