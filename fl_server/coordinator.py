@@ -42,8 +42,9 @@ class CoordinatorConfig(StrictModel):
     expose_control_api: bool = False
     app_dir: Path = DEFAULT_APP_DIR
     min_sites: int = Field(default=2, ge=1)
-    # where the SuperLink keeps messages' contents while their round is open: "memory" (the
-    # default, fl_server.superlink) or its database file with everything else (Flower's own)
+    # where the SuperLink keeps its per-round traffic (messages, contents, runs): "memory" (the
+    # default, fl_server.superlink: only the sites' registrations go to the database file) or
+    # everything in its database file (Flower's own flower-superlink)
     message_store: Literal["memory", "database"] = "memory"
 
     @property
