@@ -218,7 +218,7 @@ def superlink_command(home: CoordinatorHome) -> list[str]:
         check_ca_certificate(pki.ca_cert),
         pki.server_cert,
     )
-    # Flower's flower-superlink, or the same with messages' contents in memory (see there)
+    # Flower's flower-superlink, or the same with its per-round traffic in memory (see there)
     launcher = (
         [sys.executable, "-m", "fl_server.superlink"]
         if config.message_store == "memory"
