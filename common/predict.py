@@ -42,7 +42,7 @@ from common.data.preprocess import normalise, resize_image
 from common.data.synthetic.contact_sheet import outlined
 from common.errors import DataError, EchoflError
 from common.labels import Structure
-from common.measure.recording import COLUMNS, biplane, measure
+from common.measure.recording import COLUMNS, biplane, measure, undecided_lv
 from common.model_card import ModelCard, card_from_sidecar
 from common.version import add_version
 
@@ -104,14 +104,24 @@ def load_model(
 def segment(
     model: torch.nn.Module, card: ModelCard, frames: np.ndarray, chunk: int = 16
 ) -> np.ndarray:
-    """Label maps uint8 (T, H, W) at the frames' own size: the class probabilities are
-    resampled to that size (bilinear) and each pixel takes the most probable class, so the
-    boundary is placed between the model's pixels rather than on them (nnU-Net resamples
-    probabilities, not labels, for the same reason). ``chunk`` frames at a time bound the
-    memory of the full-size probabilities."""
+    """Label maps uint8 (T, H, W) at the frames' own size (:func:`segment_scored`)."""
+    return segment_scored(model, card, frames, chunk)[0]
+
+
+def segment_scored(
+    model: torch.nn.Module, card: ModelCard, frames: np.ndarray, chunk: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label maps uint8 (T, H, W) at the frames' own size, and each frame's
+    :func:`~common.measure.recording.undecided_lv` (at the model's own size, before any
+    resampling). The class probabilities are resampled to the frames' size (bilinear) and each
+    pixel takes the most probable class, so the boundary is placed between the model's pixels
+    rather than on them (nnU-Net resamples probabilities, not labels, for the same reason).
+    ``chunk`` frames at a time bound the memory of the full-size probabilities."""
     size, target = card.preprocess.size, tuple(frames.shape[1:])
     shrink = target[0] < size[0] or target[1] < size[1]
     out = np.empty((len(frames), *target), np.uint8)
+    scores = np.empty(len(frames), np.float64)
+    lv = int(Structure.LV)  # the card's label map is echofl's: mask value = output channel
     for start in range(0, len(frames), chunk):
         batch = np.stack(
             [
@@ -121,12 +131,14 @@ def segment(
         )
         with torch.no_grad():
             probs = model(torch.from_numpy(batch)[:, None]).softmax(1)
+            for k, p in enumerate(probs[:, lv].numpy()):
+                scores[start + k] = undecided_lv(p)
             if tuple(probs.shape[2:]) != target:
                 probs = F.interpolate(
                     probs, size=target, mode="bilinear", align_corners=False, antialias=shrink
                 )
             out[start : start + len(batch)] = probs.argmax(1).to(torch.uint8).numpy()
-    return out
+    return out, scores
 
 
 def site_recordings(
@@ -245,13 +257,13 @@ def run(
     started = time.perf_counter()
     try:
         for i, rec in enumerate(recordings, 1):
-            labels = segment(model, card, rec.frames)
+            labels, undecided = segment_scored(model, card, rec.frames)
             folder = partial / "masks" / rec.name
             folder.mkdir(parents=True)
             for t, lab in enumerate(labels):
                 Image.fromarray(lab).save(folder / f"{t:04d}.png")
             spacing = spacing_override or rec.spacing_mm
-            row = measure(rec.name, labels, spacing, rec.ed, rec.es)
+            row = measure(rec.name, labels, spacing, rec.ed, rec.es, undecided)
             if truth and rec.truth is not None:
                 agreements.append(_agreement(rec, labels, spacing, row))
             if rec.view in ("2CH", "4CH") and spacing is not None and row["ed_frame"] != "":

@@ -86,6 +86,7 @@ def test_a_camus_folder_gives_masks_overlays_and_a_row_per_recording(trained: di
         assert (r["ed_frame"], r["es_frame"]) == ("0", "1")  # CAMUS names ED and ES
         assert float(r["edv_ml"]) > float(r["esv_ml"]) > 0  # a trained model finds the LV
         assert r["spacing_mm"]
+        assert 0.0 <= float(r["lv_undecided"]) < 100  # the model's score at ED/ES, always given
     masks = sorted((out / "masks" / "p0006_4CH").glob("*.png"))
     assert len(masks) == 2
     mask = np.asarray(Image.open(masks[0]))
@@ -267,7 +268,7 @@ class _Ramp(torch.nn.Module):
 
 def test_segment_resamples_probabilities_to_the_frames_size_in_chunks() -> None:
     from common.model_card import card_from_sidecar
-    from common.predict import segment
+    from common.predict import segment, segment_scored
 
     recipe = Recipe.model_validate({"preprocess": {"size": [16, 16]}})
     card = card_from_sidecar(Path("x.pt"), card_meta(recipe))
@@ -282,6 +283,11 @@ def test_segment_resamples_probabilities_to_the_frames_size_in_chunks() -> None:
     # at the model's own size nothing is resampled: the argmax itself
     same = segment(_Ramp(), card, np.zeros((1, 16, 16), np.uint8))
     np.testing.assert_array_equal(same[0, 0], [0] * 8 + [1] * 8)
+    # the LV score, at the model's size whatever the frames' size: p(LV) = e^l / (e^l + 3)
+    # lies in (0.2, 0.8) from column 6 on (l > ln 0.75) and reaches 0.5 from column 13 on
+    # (l >= ln 3): 10 undecided columns per 3 called LV
+    _, scores = segment_scored(_Ramp(), card, frames, chunk=2)
+    np.testing.assert_allclose(scores, [10 / 3] * 5)
     # frames smaller than the model's input: shrunk (antialiased) to their size
     small = segment(_Ramp(), card, np.zeros((1, 8, 8), np.uint8))
     assert small.shape == (1, 8, 8) and small[0, 0, 0] == 0 and small[0, 0, -1] == 1

@@ -141,6 +141,30 @@ def test_the_flags_say_what_is_missing_or_doubtful() -> None:
         measure("r", ed, spacing)
 
 
+def test_an_undecided_lv_is_scored_and_flagged() -> None:
+    """The score counts the pixels between 0.2 and 0.8 per pixel called LV; the row keeps the
+    larger of ED's and ES's and flags it above the limit; other frames do not count."""
+    from common.measure.recording import UNDECIDED_LV_LIMIT, measure, undecided_lv
+
+    p = np.array([[0.1, 0.3, 0.5], [0.9, 0.79, 0.2]])  # undecided 0.3 0.5 0.79; LV 0.5 0.9 0.79
+    assert undecided_lv(p) == 1.0
+    assert undecided_lv(np.zeros((4, 4))) == 0.0  # neither: no division by zero
+    assert undecided_lv(np.full((2, 2), 0.95)) == 0.0
+    spacing = (0.5, 0.5)
+    ed = ellipse((200, 120), (50, 30), (40, 20), spacing, Structure.LV)
+    es = ellipse((200, 120), (50, 30), (30, 15), spacing, Structure.LV)
+    es = ellipse((200, 120), (92, 30), (6, 10), spacing, Structure.LA, out=es)
+    labels = np.stack([ed, es, es])
+    calm = measure("r", labels, spacing, 0, 1, [0.05, 0.1, 0.9])  # frame 2 is neither ED nor ES
+    assert calm["lv_undecided"] == 0.1 and calm["flags"] == ""
+    unsure = measure("r", labels, spacing, 0, 1, [0.05, UNDECIDED_LV_LIMIT + 0.01, 0.0])
+    assert unsure["flags"] == "uncertain-lv" and unsure["lv_undecided"] == 0.19
+    assert unsure["ef_percent"] == calm["ef_percent"]  # a flag, never a changed measurement
+    assert measure("r", labels, spacing, 0, 1)["lv_undecided"] == ""  # no model, no score
+    with pytest.raises(ValueError, match="r: 2 LV scores for 3 label maps"):
+        measure("r", labels, spacing, 0, 1, [0.0, 0.0])
+
+
 def test_a_stray_island_of_lv_does_not_change_the_volumes() -> None:
     """A prediction with a few pixels of "LV" far from the chamber (in the right ventricle, say):
     the row is flagged, and the volumes, EF and ED/ES are those of the chamber alone, as a
