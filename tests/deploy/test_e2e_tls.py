@@ -219,6 +219,10 @@ def interrupted_run(cluster: Cluster, base: Path) -> dict:
         cluster.run_command("interrupted", 50, "image-size=32 local-epochs=1 client-threads=1"),
         stdout=log,
         stderr=subprocess.STDOUT,
+        # as at a terminal: a test runner started in the background (nohup, `cmd &`) ignores
+        # SIGINT, the child would inherit that and Python would then never raise
+        # KeyboardInterrupt for it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         cluster.wait_for(
