@@ -46,7 +46,7 @@ from common.data.synthetic.generator import case_seed, generate_recording
 from common.data.synthetic.shift import DomainShift
 from common.data.synthetic.vendors import TRAINING_VENDORS, UNSEEN_VENDOR, get_vendor
 from common.federation import protocol
-from common.measure.recording import EF_RANGE, UNDECIDED_LV_LIMIT, measure
+from common.measure.recording import DOUBTFUL_EF_FLAGS, EF_RANGE, UNDECIDED_LV_LIMIT, measure
 from common.model_card import card_meta
 from common.predict import load_model, segment_scored
 from common.recipe import Recipe
@@ -95,15 +95,12 @@ def site_shifts(config: ExperimentConfig) -> dict[str, DomainShift | None]:
     return {s.vendor: s.shift for s in config.train_sites if s.vendor is not None}
 
 
-DOUBT_FLAGS = ("ef-out-of-range", "uncertain-lv")  # the flags that say "do not trust this EF"
-
-
 def ef_of(
     labels: np.ndarray, spacing: tuple[float, float], undecided: np.ndarray | None = None
 ) -> tuple[float, bool]:
     """(EF, flagged as doubtful) as ``echofl-predict`` measures it."""
     row = measure("case", labels, spacing, ed=0, es=1, lv_undecided=undecided)
-    doubtful = any(f in DOUBT_FLAGS for f in str(row["flags"]).split())
+    doubtful = any(f in DOUBTFUL_EF_FLAGS for f in str(row["flags"]).split())
     return (float(row["ef_percent"]) if row["ef_percent"] != "" else math.nan), doubtful
 
 
@@ -320,12 +317,7 @@ def main() -> int:
     timing = speed()
     args.out.mkdir(parents=True, exist_ok=True)
     bland_altman(table, args.out / "bland-altman.png", f"{choice['checkpoint']}")
-    record = {
-        "model": choice,
-        "summary": summary,
-        "cases": table,
-        "speed": timing,
-    }
+    record = {"model": choice, "summary": summary, "cases": table, "speed": timing}
     (args.out / "ef.json").write_text(json.dumps(record, indent=2))
     text = report(choice, summary, timing)
     (args.out / "results.md").write_text(text)

@@ -41,6 +41,8 @@ EF_RANGE = (10.0, 85.0)
 # --seed 4242`), never on the test cases: it flagged 5, each missing the true EF by more than
 # 8 points; the largest score among the cases it passed was 0.166
 UNDECIDED_LV_LIMIT = 0.18
+# the flags that say "do not use this EF as it stands"
+DOUBTFUL_EF_FLAGS = ("ef-out-of-range", "uncertain-lv")
 COLUMNS = (
     "recording",
     "frames",
