@@ -44,6 +44,7 @@ from common.errors import DataError, EchoflError
 from common.labels import Structure
 from common.measure.recording import COLUMNS, biplane, measure, undecided_lv
 from common.model_card import ModelCard, card_from_sidecar
+from common.training.allocator import keep_freed_memory
 from common.version import add_version
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -117,6 +118,7 @@ def segment_scored(
     pixel takes the most probable class, so the boundary is placed between the model's pixels
     rather than on them (nnU-Net resamples probabilities, not labels, for the same reason).
     ``chunk`` frames at a time bound the memory of the full-size probabilities."""
+    keep_freed_memory()
     size, target = card.preprocess.size, tuple(frames.shape[1:])
     shrink = target[0] < size[0] or target[1] < size[1]
     out = np.empty((len(frames), *target), np.uint8)

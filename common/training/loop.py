@@ -24,6 +24,7 @@ from torch import nn
 from common.data.site_data import SiteData
 from common.labels import NUM_CLASSES, LabelledSet, parse_labelled_set
 from common.recipe import LabelDropoutSettings, Recipe
+from common.training.allocator import keep_freed_memory
 from common.training.augment import Augmentation
 from common.training.distillation import DistillationTerm
 from common.training.label_dropout import LabelDropout, SiteSetDropout
@@ -168,6 +169,7 @@ def train_one_epoch(
     """
     if len(data) == 0:
         raise ValueError("cannot train on an empty dataset")
+    keep_freed_memory()  # once per process: no page-fault churn between steps (see allocator)
     model.train()
     started = time.perf_counter()
     data_seconds = 0.0
@@ -251,6 +253,7 @@ def evaluate(
     """
     if score_on == "full" and data.full_masks is None:
         raise ValueError("score_on='full' but these data have no full ground truth")
+    keep_freed_memory()
     model.eval()
     started = time.perf_counter()
     labelled_acc = DiceAccumulator()
@@ -294,6 +297,7 @@ def predict(
     amp: bool = True,
 ) -> torch.Tensor:
     """Hard label maps (N, h, w) uint8 for images (N, 1, h, w)."""
+    keep_freed_memory()
     model.eval()
     out = []
     for idx in batch_indices(images.shape[0], batch_size, None, shuffle=False):
