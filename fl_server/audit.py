@@ -12,15 +12,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from common.app_bundle import app_digest  # the bundle's digest (re-exported for callers)
 from common.audit import AuditLog, read_audit
-
-
-def app_digest(app_dir: Path) -> str:
-    """SHA-256 of the Flower app bundle (FAB) ``flwr run`` builds from ``app_dir``: the hash a
-    hospital pins (Flower builds it the same way, byte for byte)."""
-    from flwr.cli.build import build_fab_from_disk  # imported here: it pulls in Flower's CLI
-
-    return hashlib.sha256(build_fab_from_disk(app_dir)).hexdigest()
 
 
 def file_digest(path: Path) -> str:

@@ -24,12 +24,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
 import tomli_w
 from cryptography.hazmat.primitives import serialization
 
+from common.app_bundle import stage_app
 from common.errors import ConfigError, EchoflError
 from common.federation.run_settings import parse_run_settings
 from common.files import write_atomic, write_secret
@@ -558,18 +560,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     run_config = " ".join(f"{k}={v}" for k, v in values.items())
     home.write_connection(config.control_port)
-    fab = app_digest(config.app_dir)  # what every site will be asked to execute
-    write_atomic(out / "app.sha256", f"{fab}\n".encode())
-    verb = "resuming" if args.resume else "launching"
-    _say(f"{verb} run {name} (outputs in {out}); app bundle sha256 {fab}")
-    home.audit.record(
-        "run-resumed" if args.resume else "run-launched",
-        run=name,
-        app_sha256=fab,
-        app_dir=str(config.app_dir),
-        run_config=values,
-    )
-    returncode = stream_run(home, name, config.app_dir, run_config)
+    # the bundle's files copied aside: flwr run bundles them in milliseconds (not the whole
+    # source folder's walk), and what is submitted is what was hashed and audited
+    staged = Path(tempfile.mkdtemp(prefix="echofl-app-")) / "app"
+    try:
+        fab = stage_app(config.app_dir, staged)  # what every site will be asked to execute
+        write_atomic(out / "app.sha256", f"{fab}\n".encode())
+        verb = "resuming" if args.resume else "launching"
+        _say(f"{verb} run {name} (outputs in {out}); app bundle sha256 {fab}")
+        home.audit.record(
+            "run-resumed" if args.resume else "run-launched",
+            run=name,
+            app_sha256=fab,
+            app_dir=str(config.app_dir),
+            run_config=values,
+        )
+        returncode = stream_run(home, name, staged, run_config)
+    finally:
+        shutil.rmtree(staged.parent, ignore_errors=True)
     if returncode == EXIT_INTERRUPTED:
         return returncode
     final = out / "checkpoints" / "final.pt"

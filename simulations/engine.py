@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.app_bundle import stage_app
 from common.errors import EchoflError
 from common.processes import family, free_port, kill_all, processes_mentioning
 
@@ -177,6 +178,7 @@ class SimulationEngine:
         self.env = simulation_env(self.flwr_home, self.resources.ray_address)
         self.ray: LocalRay | None = None
         self._lock = threading.Lock()
+        self._staged: dict[Path, Path] = {}  # app folder -> the copy of its bundle's files
         self._started = False
         self._interrupted = False
 
@@ -224,6 +226,19 @@ class SimulationEngine:
             self.ray.stop()
             self.ray = None
 
+    def staged_app(self, app_dir: Path) -> Path:
+        """The bundle's files of ``app_dir``, copied once per engine (a study): ``flwr run`` on
+        the source folder would walk every file under it (a ``.venv``, data, run outputs) before
+        each run; the copy bundles to the same bytes (common/app_bundle.py). The code a study's
+        runs execute is the code at its first run."""
+        source = app_dir.resolve()
+        with self._lock:
+            if source not in self._staged:
+                dest = self.flwr_home / "app-bundles" / str(len(self._staged))
+                stage_app(source, dest)
+                self._staged[source] = dest
+            return self._staged[source]
+
     def run(
         self,
         app_dir: Path,
@@ -235,6 +250,7 @@ class SimulationEngine:
     ) -> SimulationOutcome:
         """``flwr run <app_dir> --stream`` with ``num_sites`` simulated SuperNodes."""
         self.start()
+        app = self.staged_app(app_dir)
         federation = (
             f"num-supernodes={num_sites} "
             f"client-resources-num-cpus={self.resources.cpus_per_site:g} "
@@ -243,7 +259,7 @@ class SimulationEngine:
         command = [
             "flwr",
             "run",
-            str(app_dir),
+            str(app),
             CONNECTION,
             "--stream",
             "--run-config",

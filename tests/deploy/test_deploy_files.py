@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 import common.data.formats
+from common.app_bundle import app_digest
 from common.config import validate_config
 from common.data.formats import format_module
 from common.errors import ConfigError
@@ -176,9 +177,11 @@ def launched(
     from flwr.common.config import parse_config_args
 
     calls: list[list[str]] = []
+    submitted: list[str] = []
 
     def fake_stream(_home: object, _name: str, app_dir: Path, run_config: str) -> int:
         calls.append(server_cli.flwr_run_argv(app_dir, run_config))
+        submitted.append(app_digest(app_dir))  # the staged copy, while it exists
         return 1
 
     monkeypatch.setattr(server_cli, "stream_run", fake_stream)
@@ -187,7 +190,10 @@ def launched(
     if not calls:
         return code, {}
     (argv,) = calls
-    assert argv[:2] == ["flwr", "run"] and argv[2] == str(ROOT)
+    # flwr run gets a copy of the bundle's files (not the source folder), which bundles to
+    # the same bytes as the source folder; the copy is gone afterwards
+    assert argv[:2] == ["flwr", "run"] and argv[2] != str(ROOT)
+    assert submitted == [app_digest(ROOT)] and not Path(argv[2]).exists()
     return code, parse_config_args([argv[argv.index("--run-config") + 1]])
 
 
