@@ -47,6 +47,7 @@ from common.timing import Stopwatch
 from common.training.class_slices import class_owners
 from common.training.model import build_unet, required_divisor
 from common.training.scoring import format_table
+from common.training.warmup import NETWORK_IMPORTS, import_in_background
 from fl_server.admission import SiteAdmission
 from fl_server.delivery import deliver_final_model
 from fl_server.metrics_log import (
@@ -91,6 +92,7 @@ def dice_line(metrics: dict) -> str:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     settings = parse_run_settings(context.run_config)
+    import_in_background(NETWORK_IMPORTS)  # for the initial model, while the sites start up
     run = FederatedRun(settings, grid)
     status = "FAILED"
     try:
