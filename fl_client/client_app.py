@@ -53,7 +53,7 @@ from common.federation.site_round import evaluate_site, train_site
 from common.security.pki import load_verify_key
 from common.training.loop import resolve_device
 from common.training.model import load_unet
-from common.training.warmup import TRAINING_IMPORTS, import_in_background
+from common.training.warmup import TRAINING_IMPORTS, import_now, in_background
 from common.version import software
 from fl_client.faults import before_training, corrupt, inflate_claims, parse_faults
 from fl_client.models import store_final_model
@@ -146,7 +146,10 @@ def query(msg: Message, context: Context) -> Message:
     site = SiteDescription(spec.name, data.labelled_set, counts, software())
     log.info("site %s: labelled %s", site.describe(), counts)
     if "partition-id" in context.node_config:  # a simulated site: this process lives for the run
-        import_in_background(TRAINING_IMPORTS)  # while the coordinator prepares round 1
+        models = cache_dir_for(context.node_config, settings) / "models"
+        in_background(  # while the coordinator prepares round 1
+            lambda: (import_now(TRAINING_IMPORTS), load_unet(settings.recipe.model, models))
+        )
     records = site.to_records()
     content = RecordDict(
         {

@@ -83,3 +83,32 @@ def test_pointwise_head_gives_each_class_one_row_of_a_1x1_conv(tmp_path: Path) -
     assert sum(int((v >= 0).sum()) for v in default.values()) == 4 * (4 * 9 + 1)
     scripted = load_unet(config, tmp_path)  # the cached TorchScript network has the same names
     assert list(scripted.state_dict()) == list(model.state_dict())
+
+
+def _load_counting_builds(args: tuple[str, str]) -> int:
+    """In a forked process: load_unet, with every build of the network recorded in a file."""
+    cache, builds = args
+    import common.training.model as model_module
+
+    original = model_module.build_unet
+
+    def counting(config: ModelConfig | None = None) -> torch.nn.Module:
+        with open(builds, "a") as out:
+            out.write("built\n")
+        return original(config)
+
+    model_module.build_unet = counting
+    return len(model_module.load_unet(SMALL, Path(cache)).state_dict())
+
+
+def test_processes_sharing_a_cache_build_the_network_once(tmp_path: Path) -> None:
+    """Simulated sites share one cache: the first builds the TorchScript file, the others wait
+    for it and load it (without the lock each would build its own, ~3 s of CPU apiece)."""
+    import multiprocessing
+
+    builds = tmp_path / "builds.txt"
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        sizes = pool.map(_load_counting_builds, [(str(tmp_path / "cache"), str(builds))] * 3)
+    assert builds.read_text().splitlines() == ["built"]
+    assert len(set(sizes)) == 1 and sizes[0] == len(build_unet(SMALL).state_dict())
+    assert len(list((tmp_path / "cache").glob("unet-*.torchscript"))) == 1

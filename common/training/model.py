@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import logging
@@ -83,20 +84,27 @@ def load_unet(config: ModelConfig | None, cache_dir: Path) -> nn.Module:
     the same parameters, names, layers and numerics; its initial weights are whatever the
     first build drew, so callers load the weights they train from (the global model). The file
     name carries a digest of the configuration and of the torch and MONAI versions; a file that
-    does not load is rebuilt.
+    does not load is rebuilt. One process builds it at a time (a lock file beside it): the
+    simulated sites sharing a cache, or a site's warm-up thread and its first task, wait for the
+    first build and load it instead of each building their own (~3 s of CPU each).
     """
     config = config or ModelConfig()
     key = f"{config.model_dump_json()}|torch {torch.__version__}|monai {version('monai')}"
     path = Path(cache_dir) / f"unet-{hashlib.sha256(key.encode()).hexdigest()[:16]}.torchscript"
-    with warnings.catch_warnings():  # torch 2.13 marks TorchScript deprecated; it still works
-        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
-        if path.is_file():
-            try:
-                return torch.jit.load(str(path), map_location="cpu")
-            except (RuntimeError, OSError) as exc:  # corrupt or truncated: build it again
-                log.warning("%s does not load (%s); building the network again", path, exc)
-        model = torch.jit.script(build_unet(config))
-        buffer = io.BytesIO()
-        torch.jit.save(model, buffer)
-    write_atomic(path, buffer.getvalue())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one builder at a time (processes sharing the cache, or a warm-up thread and its process):
+    # the others wait, then load what it wrote
+    with open(path.with_suffix(".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with warnings.catch_warnings():  # torch 2.13 marks TorchScript deprecated; it works
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit")
+            if path.is_file():
+                try:
+                    return torch.jit.load(str(path), map_location="cpu")
+                except (RuntimeError, OSError) as exc:  # corrupt or truncated: build it again
+                    log.warning("%s does not load (%s); building the network again", path, exc)
+            model = torch.jit.script(build_unet(config))
+            buffer = io.BytesIO()
+            torch.jit.save(model, buffer)
+        write_atomic(path, buffer.getvalue())
     return model
