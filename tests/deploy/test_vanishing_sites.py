@@ -17,7 +17,9 @@ DATA = [
     {"name": "B", "vendor": "B", "format": "echonet-dynamic", "cases": 6},
     {"name": "D", "vendor": "D", "format": "folder", "cases": 6, "labelled": ["LV", "LA"]},
 ]
-ROUNDS = 8
+# more rounds than the story needs: the run must still be going when the killed hospital is
+# back (its fl-client re-checks its data first: tens of seconds) while a round takes 2-3 s
+ROUNDS = 60
 
 
 @pytest.fixture(scope="module")
