@@ -261,3 +261,14 @@ def minimal_site_config(folder: Path, **changes: object) -> Path:
     path = folder / "A.toml"
     path.write_text(tomli_w.dumps({k: v for k, v in config.items() if v is not None}))
     return path
+
+
+def probe_app_pyproject(package: str, app_keys: str = "") -> str:
+    """``pyproject.toml`` of a minimal Flower app ``probe`` whose ServerApp and ClientApp are
+    ``<package>.app:server`` / ``:client``; ``app_keys``: more lines of ``[tool.flwr.app]``."""
+    return (
+        '[project]\nname = "probe"\nversion = "1.0.0"\n\n'
+        f'[tool.flwr.app]\npublisher = "echofl"\n{app_keys}\n\n'
+        "[tool.flwr.app.components]\n"
+        f'serverapp = "{package}.app:server"\nclientapp = "{package}.app:client"\n'
+    )

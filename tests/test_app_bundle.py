@@ -13,22 +13,9 @@ import pytest
 
 from common.app_bundle import app_digest, app_files, build_bundle, include_roots, stage_app
 from common.errors import ConfigError, EchoflError
+from tests.helpers import probe_app_pyproject
 
 ROOT = Path(__file__).resolve().parents[1]
-
-PYPROJECT = """
-[project]
-name = "probe"
-version = "1.0.0"
-
-[tool.flwr.app]
-publisher = "echofl"
-{include}
-
-[tool.flwr.app.components]
-serverapp = "pkg.app:server"
-clientapp = "pkg.app:client"
-"""
 
 
 def make_app(base: Path, include: str) -> Path:
@@ -36,7 +23,7 @@ def make_app(base: Path, include: str) -> Path:
     environment, data, caches."""
     app = base / "app"
     for relative, text in {
-        "pyproject.toml": PYPROJECT.format(include=include),
+        "pyproject.toml": probe_app_pyproject("pkg", include),
         ".gitignore": "/data/\n.venv/\n",
         "README.md": "# probe\n",
         "pkg/__init__.py": "",

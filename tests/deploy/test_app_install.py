@@ -19,19 +19,9 @@ from fl_client.app_install import (
     install_app,
     installed,
 )
+from tests.helpers import probe_app_pyproject
 
-PYPROJECT = """
-[project]
-name = "probe"
-version = "1.0.0"
-
-[tool.flwr.app]
-publisher = "echofl"
-
-[tool.flwr.app.components]
-serverapp = "probepkg.app:server"
-clientapp = "probepkg.app:client"
-"""
+PYPROJECT = probe_app_pyproject("probepkg")
 N_MODULES = 40  # enough files that an unpack takes a while (the window two tasks could race in)
 
 
