@@ -182,7 +182,9 @@ def run_task(
         if code != REFUSED:
             outcome = {COMPLETED: "completed", STOPPED: "stopped"}.get(code, "failed")
             audit.record(
-                "task-executed",
+                # no message, so no app: e.g. the run was stopped before the SuperNode handed
+                # the task its input, and the task was stopped waiting for it
+                "task-executed" if message is not None else "task-without-input",
                 outcome=outcome,
                 details=details,
                 seconds=round(time.perf_counter() - started, 3),
