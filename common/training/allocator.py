@@ -5,7 +5,7 @@ again and again. With glibc's default settings part of that memory goes back to 
 each step (the top of the heap is trimmed, buffers above the adaptive mmap threshold are
 unmapped) and comes back as fresh zero-filled pages on the next one: measured on this project's
 default U-Net (128 images of 128 x 128, batch 16, 2 threads), 40 000-120 000 minor page faults
-per epoch and 15-20 % of the epoch's wall time, with the same peak memory either way
+per epoch and 13-14 % of the epoch's wall time, with the same peak memory either way
 (``benchmarks/bench_training_throughput.py`` prints both). :func:`keep_freed_memory` sets three
 glibc ``mallopt`` parameters once per process (see mallopt(3)):
 
