@@ -117,3 +117,14 @@ def test_an_unreadable_config_names_the_file(tmp_path: Path) -> None:
         include_roots(tmp_path)
     with pytest.raises(EchoflError):
         app_digest(tmp_path / "missing")
+
+
+def test_the_simulation_engine_stages_the_app_once_per_study(tmp_path: Path) -> None:
+    from simulations.engine import SimulationEngine
+
+    engine = SimulationEngine(tmp_path / "flwr")  # starts nothing until a run
+    first = engine.staged_app(ROOT)
+    (first / "stale.py").write_text("# would be seen by a second copy\n")
+    assert engine.staged_app(ROOT) == first and (first / "stale.py").is_file()  # one copy
+    (first / "stale.py").unlink()
+    assert first.is_relative_to(tmp_path / "flwr") and app_digest(first) == app_digest(ROOT)
