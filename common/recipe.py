@@ -16,6 +16,7 @@ The defaults of ``pyproject.toml`` ``[tool.flwr.app.config]`` are the flat form 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
@@ -47,6 +48,22 @@ class OptimiserSettings(_Section):
     lr: float = Field(default=1e-3, gt=0, le=1)
     weight_decay: float = Field(default=0.0, ge=0, le=1)  # L2 penalty of Adam / SGD
     momentum: float = Field(default=0.9, ge=0, lt=1)  # SGD only
+    # the learning rate over the run: "constant", or "cosine": from lr down to
+    # lr x final_lr_fraction at the run's last epoch (half a cosine; Loshchilov & Hutter, SGDR,
+    # 2017, without restarts), one value per epoch; a federated run's epochs are its rounds x
+    # local epochs, so a site's lr follows the round the coordinator names
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    final_lr_fraction: float = Field(default=0.05, ge=0, le=1)
+
+    def lr_at(self, epoch: int, epochs: int) -> float:
+        """The learning rate of epoch ``epoch`` (1-based) of a run of ``epochs`` epochs."""
+        if not 1 <= epoch <= epochs:
+            raise ValueError(f"epoch {epoch} is outside the run's 1..{epochs}")
+        if self.lr_schedule == "constant" or epochs == 1:
+            return self.lr
+        progress = (epoch - 1) / (epochs - 1)
+        floor = self.lr * self.final_lr_fraction
+        return floor + (self.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def build(self, parameters: Iterator[torch.nn.Parameter]) -> torch.optim.Optimizer:
         if self.name == "sgd":

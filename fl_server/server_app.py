@@ -390,7 +390,11 @@ class FederatedRun:
         )
         final = initial
         for server_round in range(completed + 1, s.num_server_rounds + 1):
-            final = self.one_round(server_round, final, TrainInstruction(server_round, partial))
+            final = self.one_round(
+                server_round,
+                final,
+                TrainInstruction(server_round, partial, server_rounds=s.num_server_rounds),
+            )
         save_checkpoint(
             self.checkpoints / "final.pt",
             final.to_torch_state_dict(),

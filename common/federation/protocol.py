@@ -221,12 +221,16 @@ class TrainInstruction:
 
     server_round: int
     partial: LabelledSet = frozenset()  # partially labelled across the federation
+    server_rounds: int | None = None  # the run's rounds (a learning-rate schedule needs them)
 
     def to_config(self) -> dict[str, Any]:
-        return {
+        config: dict[str, Any] = {
             "server-round": self.server_round,
             "partial-structures": ",".join(s.name for s in sorted(self.partial)),
         }
+        if self.server_rounds is not None:
+            config["server-rounds"] = self.server_rounds
+        return config
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TrainInstruction:
@@ -237,7 +241,17 @@ class TrainInstruction:
             partial = parse_labelled_set(text.split(",")) if text else frozenset()
         except ValueError as exc:
             raise ProtocolError(f"train instruction: partial-structures: {exc}") from None
-        return cls(server_round=int(config["server-round"]), partial=partial)
+        rounds = config.get("server-rounds")
+        server_round = int(config["server-round"])
+        if rounds is not None and not 1 <= server_round <= int(rounds):
+            raise ProtocolError(
+                f"train instruction: server-round {server_round} outside the run's 1..{rounds}"
+            )
+        return cls(
+            server_round=server_round,
+            partial=partial,
+            server_rounds=None if rounds is None else int(rounds),
+        )
 
 
 @dataclass(frozen=True)

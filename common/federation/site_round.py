@@ -15,7 +15,13 @@ import torch
 from torch import nn
 
 from common.data.site_data import SiteData
-from common.federation.protocol import FULL, NUM_EXAMPLES, TrainInstruction, scores_to_metrics
+from common.federation.protocol import (
+    FULL,
+    NUM_EXAMPLES,
+    ProtocolError,
+    TrainInstruction,
+    scores_to_metrics,
+)
 from common.recipe import Recipe
 from common.training.distillation import DistillationTerm, ramped_weight
 from common.training.loop import SegmentationTensors, evaluate, train
@@ -28,6 +34,21 @@ def round_seed(seed: int, server_round: int, site: str) -> int:
     for ch in site:
         h = (h * 131 + ord(ch)) % 1_000_003
     return (seed * 7_919 + server_round * 104_729 + h) % (2**31)
+
+
+def round_schedule(recipe: Recipe, instruction: TrainInstruction) -> tuple[int, int] | None:
+    """Where this round's local epochs sit in the run's learning-rate schedule: (epochs of the
+    run before them, the run's epochs); None for a constant rate."""
+    if recipe.optimiser.lr_schedule == "constant":
+        return None
+    if instruction.server_rounds is None:
+        raise ProtocolError(
+            f"the recipe's lr-schedule {recipe.optimiser.lr_schedule!r} needs the run's number of "
+            "rounds, and the coordinator's train instruction has no server-rounds (a coordinator "
+            "older than this site?)"
+        )
+    epochs = recipe.train.epochs
+    return (instruction.server_round - 1) * epochs, instruction.server_rounds * epochs
 
 
 def train_site(
@@ -63,6 +84,7 @@ def train_site(
         partial=instruction.partial,
         proximal_mu=recipe.aggregation.site_proximal_mu,
         distillation=distillation,
+        schedule=round_schedule(recipe, instruction),
     )
     metrics = {
         NUM_EXAMPLES: float(len(data)),

@@ -343,6 +343,7 @@ def train(
     distillation: DistillationTerm | None = None,
     validation: SegmentationTensors | None = None,
     on_epoch: Callable[[int, EpochStats, EvalResult | None], None] | None = None,
+    schedule: tuple[int, int] | None = None,
 ) -> TrainHistory:
     """Train ``model`` in place on ``data`` with ``recipe``: the one entry point of the pooled,
     local-only and federated paths.
@@ -353,6 +354,9 @@ def train(
     adds FedProx's term towards the weights ``model`` starts from; ``distillation`` adds the
     conditional distillation term (a federated site: the round's global model as teacher).
     ``validation`` is scored after every epoch for the learning curve only (no selection).
+    ``schedule``: (epochs of the run before this call, the run's epochs) for the recipe's
+    learning-rate schedule (:meth:`~common.recipe.OptimiserSettings.lr_at`); None: this call is
+    the whole run (a pooled or local-only baseline).
     """
     epochs = recipe.train.epochs if epochs is None else epochs
     if epochs < 1:
@@ -361,6 +365,7 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     model.to(device)
     optimiser = recipe.optimiser.build(model.parameters())
+    done, run_epochs = (0, epochs) if schedule is None else schedule
     loss_fn = SegmentationLoss(recipe.loss.name, dice_weight=recipe.loss.dice_weight)
     dropout: LabelDropout | SiteSetDropout | None = label_dropout_for(recipe.label_dropout, partial)
     if recipe.label_dropout.mode == "site-sets" and recipe.label_dropout.p > 0:
@@ -373,6 +378,8 @@ def train(
     history = TrainHistory([], [], SegmentationScores())
     for epoch in range(1, epochs + 1):
         scores = DiceAccumulator() if epoch == epochs else None
+        for group in optimiser.param_groups:
+            group["lr"] = recipe.optimiser.lr_at(done + epoch, run_epochs)
         stats = train_one_epoch(
             model,
             data,

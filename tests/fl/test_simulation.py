@@ -60,6 +60,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "num-server-rounds": ROUNDS,
         "local-epochs": 3,
         "lr": 0.003,
+        # the sites follow the coordinator's round (its train instruction names the run's
+        # rounds; a site refuses a schedule without them)
+        "lr-schedule": "cosine",
         "batch-size": 8,
         "image-size": SIZE,
         "label-dropout-p": 0.5,
