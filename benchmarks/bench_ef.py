@@ -18,9 +18,11 @@ speed of prediction on CPU.
    true masks (the *method floor*: what the method gives with perfect segmentation), both against
    the true EF. Per vendor: mean absolute error of each, their difference, and the goals of
    issue 13 (model within 1.5 EF points of the floor, and at most 5), and how many cases
-   ``echofl-predict`` would flag as doubtful (``ef-out-of-range``, ``uncertain-lv``) with the MAE
-   of the others: what a clinician relying on the flags sees. A Bland-Altman plot of the
-   model's EF against the true EF (``bland-altman.png``) and ``results.md`` / ``ef.json``.
+   ``echofl-predict`` would flag as doubtful (``ef-out-of-range``, ``uncertain-lv``,
+   ``low-contrast``) with the MAE of the others: what a clinician relying on the flags sees,
+   and the MAE per image quality grade (the generator's Good / Medium / Poor). A Bland-Altman
+   plot of the model's EF against the true EF (``bland-altman.png``) and ``results.md`` /
+   ``ef.json``.
 4. **Speed** of the default model (``Recipe()``'s network and image size; random weights: speed
    does not depend on them): images per second segmented on CPU in batches of 16 frames, and
    the time to the first result for one 16-frame recording, ``echofl-predict`` in a fresh process
@@ -46,7 +48,13 @@ from common.data.synthetic.generator import case_seed, generate_recording
 from common.data.synthetic.shift import DomainShift
 from common.data.synthetic.vendors import TRAINING_VENDORS, UNSEEN_VENDOR, get_vendor
 from common.federation import protocol
-from common.measure.recording import DOUBTFUL_EF_FLAGS, EF_RANGE, UNDECIDED_LV_LIMIT, measure
+from common.measure.recording import (
+    DOUBTFUL_EF_FLAGS,
+    EF_RANGE,
+    LOW_CONTRAST_LIMIT,
+    UNDECIDED_LV_LIMIT,
+    measure,
+)
 from common.model_card import card_meta
 from common.predict import load_model, segment_scored
 from common.recipe import Recipe
@@ -95,13 +103,21 @@ def site_shifts(config: ExperimentConfig) -> dict[str, DomainShift | None]:
     return {s.vendor: s.shift for s in config.train_sites if s.vendor is not None}
 
 
-def ef_of(
-    labels: np.ndarray, spacing: tuple[float, float], undecided: np.ndarray | None = None
-) -> tuple[float, bool]:
-    """(EF, flagged as doubtful) as ``echofl-predict`` measures it."""
-    row = measure("case", labels, spacing, ed=0, es=1, lv_undecided=undecided)
-    doubtful = any(f in DOUBTFUL_EF_FLAGS for f in str(row["flags"]).split())
-    return (float(row["ef_percent"]) if row["ef_percent"] != "" else math.nan), doubtful
+def measured(
+    labels: np.ndarray,
+    spacing: tuple[float, float],
+    undecided: np.ndarray | None = None,
+    frames: np.ndarray | None = None,
+) -> dict[str, object]:
+    """EF, whether it is flagged as doubtful, and the flags, as ``echofl-predict`` measures it."""
+    row = measure("case", labels, spacing, ed=0, es=1, lv_undecided=undecided, frames=frames)
+    flags = str(row["flags"]).split()
+    return {
+        "ef": float(row["ef_percent"]) if row["ef_percent"] != "" else math.nan,
+        "flagged": any(f in DOUBTFUL_EF_FLAGS for f in flags),
+        "flags": flags,
+        "lv_contrast": float(row["lv_contrast"]) if row["lv_contrast"] != "" else math.nan,
+    }
 
 
 def ef_table(
@@ -122,14 +138,17 @@ def ef_table(
                 shift=shift,
             )
             predicted, undecided = segment_scored(model, card, rec.frames)
-            ef, doubtful = ef_of(predicted, rec.spacing_mm, undecided)
+            row = measured(predicted, rec.spacing_mm, undecided, rec.frames)
             rows.append(
                 {
                     "truth": float(rec.info["ef"]),
-                    "floor": ef_of(rec.labels, rec.spacing_mm)[0],
-                    "model": ef,
-                    "flagged": doubtful,
+                    "quality": str(rec.info["quality"]),  # the generator's Good/Medium/Poor
+                    "floor": measured(rec.labels, rec.spacing_mm)["ef"],
+                    "model": row["ef"],
+                    "flagged": row["flagged"],
+                    "flags": row["flags"],
                     "lv_undecided": float(max(undecided)),
+                    "lv_contrast": row["lv_contrast"],
                 }
             )
         out[vendor] = rows
@@ -165,6 +184,30 @@ def summarise(table: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, f
             "within_absolute": bool(model_mae <= GOAL_ABSOLUTE),
         }
     return summary
+
+
+QUALITIES = ("Good", "Medium", "Poor")
+
+
+def by_quality(table: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, list[float]]]:
+    """Per vendor and image quality grade: [cases, model MAE, floor MAE] (MAE over the cases
+    where the model found an LV; nan where a grade has none)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for vendor, rows in table.items():
+        out[vendor] = {}
+        for grade in QUALITIES:
+            picked = [r for r in rows if r.get("quality") == grade]
+            measured = [r for r in picked if math.isfinite(r["model"])]
+            out[vendor][grade] = [
+                len(picked),
+                float(np.mean([abs(r["model"] - r["truth"]) for r in measured]))
+                if measured
+                else math.nan,
+                float(np.mean([abs(r["floor"] - r["truth"]) for r in picked]))
+                if picked
+                else math.nan,
+            ]
+    return out
 
 
 def bland_altman(table: dict[str, list[dict[str, float]]], path: Path, title: str) -> None:
@@ -244,7 +287,7 @@ def speed(frames: int = 16, repeats: int = 5) -> dict[str, float]:
     }
 
 
-def report(choice: dict, summary: dict, timing: dict) -> str:
+def report(choice: dict, summary: dict, timing: dict, quality: dict | None = None) -> str:
     lines = [
         "# EF from the federated model against the method floor (generated by "
         "`python benchmarks/bench_ef.py`)",
@@ -262,9 +305,10 @@ def report(choice: dict, summary: dict, timing: dict) -> str:
         "EF by the single-plane method of disks at ED and ES (given), against the generator's "
         "true EF. Floor: the same method on the true masks. MAE over every case where the model "
         f"found an LV; *flagged*: what `echofl-predict` marks as doubtful, EF outside "
-        f"{EF_RANGE[0]:g}-{EF_RANGE[1]:g} % (`ef-out-of-range`) or an LV the model was undecided "
-        f"about (`uncertain-lv`, score above {UNDECIDED_LV_LIMIT:g}); *MAE unflagged*: over the "
-        "others.",
+        f"{EF_RANGE[0]:g}-{EF_RANGE[1]:g} % (`ef-out-of-range`), an LV the model was undecided "
+        f"about (`uncertain-lv`, score above {UNDECIDED_LV_LIMIT:g}) or a faint LV border "
+        f"(`low-contrast`, blood-pool contrast below {LOW_CONTRAST_LIMIT:g}); *MAE unflagged*: "
+        "over the others.",
         "",
         "| vendor | cases (LV found) | model MAE | floor MAE | model - floor | bias ± 1.96 sd "
         "| within floor + 1.5 | <= 5 | median AE | flagged | MAE unflagged |",
@@ -279,6 +323,20 @@ def report(choice: dict, summary: dict, timing: dict) -> str:
             f"{'yes' if s['within_absolute'] else 'no'} | {s['model_median_ae']:.2f} | "
             f"{s['flagged']} | {s['model_mae_unflagged']:.2f} |"
         )
+    if quality:
+        lines += [
+            "",
+            "By the generator's image quality grade (cases: model MAE / floor MAE):",
+            "",
+            "| vendor | " + " | ".join(QUALITIES) + " |",
+            "|---|" + "---|" * len(QUALITIES),
+        ]
+        for vendor, grades in quality.items():
+            cells = [
+                f"{n}: {m:.2f} / {f:.2f}" if n else "0: -"
+                for n, m, f in (grades[g] for g in QUALITIES)
+            ]
+            lines.append(f"| {vendor} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "![Bland-Altman: model EF against true EF](bland-altman.png)",
@@ -339,9 +397,16 @@ def main() -> int:
     timing = speed()
     args.out.mkdir(parents=True, exist_ok=True)
     bland_altman(table, args.out / "bland-altman.png", f"{choice['checkpoint']}")
-    record = {"model": choice, "summary": summary, "cases": table, "speed": timing}
+    quality = by_quality(table)
+    record = {
+        "model": choice,
+        "summary": summary,
+        "by_quality": quality,
+        "cases": table,
+        "speed": timing,
+    }
     (args.out / "ef.json").write_text(json.dumps(record, indent=2))
-    text = report(choice, summary, timing)
+    text = report(choice, summary, timing, quality)
     (args.out / "results.md").write_text(text)
     print(text)
     return 0

@@ -265,7 +265,7 @@ def run(
             for t, lab in enumerate(labels):
                 Image.fromarray(lab).save(folder / f"{t:04d}.png")
             spacing = spacing_override or rec.spacing_mm
-            row = measure(rec.name, labels, spacing, rec.ed, rec.es, undecided)
+            row = measure(rec.name, labels, spacing, rec.ed, rec.es, undecided, rec.frames)
             if truth and rec.truth is not None:
                 agreements.append(_agreement(rec, labels, spacing, row))
             if rec.view in ("2CH", "4CH") and spacing is not None and row["ed_frame"] != "":

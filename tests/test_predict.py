@@ -87,6 +87,7 @@ def test_a_camus_folder_gives_masks_overlays_and_a_row_per_recording(trained: di
         assert float(r["edv_ml"]) > float(r["esv_ml"]) > 0  # a trained model finds the LV
         assert r["spacing_mm"]
         assert 0.0 <= float(r["lv_undecided"]) < 100  # the model's score at ED/ES, always given
+        assert -1.0 <= float(r["lv_contrast"]) <= 1.0  # measured on the frames, always given
     masks = sorted((out / "masks" / "p0006_4CH").glob("*.png"))
     assert len(masks) == 2
     mask = np.asarray(Image.open(masks[0]))

@@ -239,3 +239,54 @@ def test_agreement_equals_monais_hausdorff_and_surface_distance_functions() -> N
         assert got[f"hd95-{s.name}"] == pytest.approx(float(hd95[int(s) - 1]), rel=1e-5)
         assert got[f"msd-{s.name}"] == pytest.approx(float(msd[int(s) - 1]), rel=1e-5)
         assert got[f"hd95-{s.name}"] > 0
+
+
+def _walled_frame(lv: np.ndarray, cavity: int, wall: int = 200, wall_px: int = 12) -> np.ndarray:
+    """A frame: the LV at ``cavity``, a wall ``wall_px`` thick around it at ``wall``, 0 beyond
+    (the black outside an ultrasound sector)."""
+    from scipy import ndimage
+
+    frame = np.zeros(lv.shape, np.uint8)
+    frame[ndimage.binary_dilation(lv, iterations=wall_px)] = wall
+    frame[lv] = cavity
+    return frame
+
+
+def test_lv_contrast_is_the_band_minus_the_core_over_the_grey_range() -> None:
+    """A disk of LV (radius 20 px: r = round(0.06 sqrt(area)) = 2) at grey 40 in a 12 px wall at
+    200, black beyond: band 200, core 40, range 0-200 (1st and 99th percentiles), so 0.8
+    exactly; a cavity at 150 (haze) 0.25; at 170, 0.15."""
+    from common.measure.recording import lv_contrast
+
+    yy, xx = np.mgrid[:128, :128]
+    lv = (yy - 64) ** 2 + (xx - 64) ** 2 <= 20**2
+    assert lv_contrast(_walled_frame(lv, 40), lv) == pytest.approx(0.8)
+    assert lv_contrast(_walled_frame(lv, 150), lv) == pytest.approx(0.25)
+    assert lv_contrast(_walled_frame(lv, 170), lv) == pytest.approx(0.15)
+    tiny = (yy - 64) ** 2 + (xx - 64) ** 2 <= 3**2  # 29 pixels: too small to score
+    assert np.isnan(lv_contrast(_walled_frame(tiny, 40), tiny))
+    with pytest.raises(ValueError, match=r"frame \(128, 128\) and LV mask \(64, 64\) differ"):
+        lv_contrast(np.zeros((128, 128)), lv[:64, :64])
+
+
+def test_a_faint_lv_border_is_flagged_and_the_measurement_kept() -> None:
+    """measure() scores the fainter of ED and ES on the LV it measures, writes it in
+    ``lv_contrast`` and flags ``low-contrast`` below the limit; without frames, no score."""
+    from common.measure.recording import DOUBTFUL_EF_FLAGS, LOW_CONTRAST_LIMIT, measure
+
+    spacing = (0.5, 0.5)  # an LV of 80 x 40 px semi-axes at ED: r = 6, its band 6-18 px out
+    ed = ellipse((300, 200), (75, 50), (40, 20), spacing, Structure.LV)
+    es = ellipse((300, 200), (75, 50), (30, 15), spacing, Structure.LV)
+    labels = np.stack([ed, es])
+    clear = np.stack([_walled_frame(lab == Structure.LV, 40, wall_px=20) for lab in labels])
+    row = measure("r", labels, spacing, 0, 1, frames=clear)
+    assert row["lv_contrast"] == 0.8 and row["flags"] == "no-la"  # these hand-made frames have none
+    faint_es = _walled_frame(es == Structure.LV, 170, wall_px=20)  # 0.15, under the limit
+    assert LOW_CONTRAST_LIMIT > (200 - 170) / 200
+    faint = measure("r", labels, spacing, 0, 1, frames=np.stack([clear[0], faint_es]))
+    assert faint["lv_contrast"] == 0.15 and faint["flags"] == "low-contrast no-la"
+    assert faint["ef_percent"] == row["ef_percent"]  # a flag, never a changed measurement
+    assert "low-contrast" in DOUBTFUL_EF_FLAGS
+    assert measure("r", labels, spacing, 0, 1)["lv_contrast"] == ""
+    with pytest.raises(ValueError, match=r"r: frames \(2, 100, 60\) and label maps"):
+        measure("r", labels, spacing, 0, 1, frames=np.zeros((2, 100, 60)))

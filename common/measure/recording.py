@@ -13,7 +13,11 @@ smallest LV area. Quality flags say why a value is missing or doubtful:
   (:func:`undecided_lv` above :data:`UNDECIDED_LV_LIMIT`; only where the caller passes the
   model's LV probabilities' score, as ``echofl-predict`` does). On held-out synthetic cases the
   EFs that missed by tens of points were the ones with a hazy LV half given to the myocardium or
-  the background; those are the cases this flags (docs/benchmarks.md, section 8).
+  the background; those are the cases this flags (docs/benchmarks.md, section 8);
+- ``low-contrast``: the LV's blood pool is hardly darker than the band just outside it at ED or
+  ES (:func:`lv_contrast` below :data:`LOW_CONTRAST_LIMIT`; only where the caller passes the
+  frames): haze, cloudy blood or a dropped-out wall, the poor-quality images on which the
+  held-out synthetic cases' largest EF errors concentrate (docs/benchmarks.md, section 8).
 
 The biplane columns are filled by :func:`biplane` where the A2C and A4C recordings of one
 patient are both measured (``echofl-predict``).
@@ -25,6 +29,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from common.labels import Structure
 from common.measure.volumes import (
@@ -41,8 +46,11 @@ EF_RANGE = (10.0, 85.0)
 # --seed 4242`), never on the test cases: it flagged 5, each missing the true EF by more than
 # 8 points; the largest score among the cases it passed was 0.166
 UNDECIDED_LV_LIMIT = 0.18
+# chosen on the same validation cases (60 per vendor, generator seed 4242) with the ef.toml model
+# (docs/benchmarks.md, section 8), never on the test cases
+LOW_CONTRAST_LIMIT = 0.2
 # the flags that say "do not use this EF as it stands"
-DOUBTFUL_EF_FLAGS = ("ef-out-of-range", "uncertain-lv")
+DOUBTFUL_EF_FLAGS = ("ef-out-of-range", "uncertain-lv", "low-contrast")
 COLUMNS = (
     "recording",
     "frames",
@@ -60,6 +68,7 @@ COLUMNS = (
     "biplane_esv_ml",
     "biplane_ef_percent",
     "lv_undecided",
+    "lv_contrast",
     "flags",
 )
 
@@ -74,6 +83,32 @@ def undecided_lv(lv_probability: np.ndarray) -> float:
     return undecided / max(1, int((p >= 0.5).sum()))
 
 
+def lv_contrast(frame: np.ndarray, lv: np.ndarray) -> float:
+    """How visible the LV's border is: the median grey level of a band just outside the LV
+    minus that of the LV's core, over the frame's grey-level range (its 1st to 99th percentile).
+
+    ``lv``: the LV pixels (bool, the frame's size). The core is the LV eroded by ``r`` pixels,
+    the band lies ``r`` to ``3 r`` outside it, ``r`` = 6 % of the LV's equivalent width
+    (sqrt of its area), at least 2: the scale of the myocardium at any image size. A dark
+    cavity in a bright wall scores about 0.4-0.6; a hazy or cloudy cavity or a dropped-out wall
+    0.1-0.25. NaN where the LV is too small (under 50 pixels) or its core or band is empty."""
+    frame = np.asarray(frame, dtype=np.float32)
+    lv = np.asarray(lv, dtype=bool)
+    if frame.shape != lv.shape:
+        raise ValueError(f"frame {frame.shape} and LV mask {lv.shape} differ in size")
+    if lv.sum() < 50:
+        return math.nan
+    r = max(2, round(0.06 * math.sqrt(float(lv.sum()))))
+    core = ndimage.binary_erosion(lv, iterations=r)
+    band = ndimage.binary_dilation(lv, iterations=3 * r) & ~ndimage.binary_dilation(
+        lv, iterations=r
+    )
+    low, high = np.percentile(frame, (1, 99))
+    if core.sum() == 0 or band.sum() == 0 or high <= low:
+        return math.nan
+    return float((np.median(frame[band]) - np.median(frame[core])) / (high - low))
+
+
 def measure(
     recording: str,
     labels: np.ndarray,
@@ -81,14 +116,20 @@ def measure(
     ed: int | None = None,
     es: int | None = None,
     lv_undecided: Sequence[float] | None = None,
+    frames: np.ndarray | None = None,
 ) -> dict[str, object]:
     """One row (:data:`COLUMNS`) from the label maps ``(T, H, W)`` of one recording;
-    ``lv_undecided``: :func:`undecided_lv` of each frame, where the labels come from a model."""
+    ``lv_undecided``: :func:`undecided_lv` of each frame, where the labels come from a model;
+    ``frames``: the images ``(T, H, W)``, for :func:`lv_contrast` of the measured LV."""
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise ValueError(f"{recording}: label maps must be (frames, H, W), got {labels.shape}")
     if lv_undecided is not None and len(lv_undecided) != len(labels):
         raise ValueError(f"{recording}: {len(lv_undecided)} LV scores for {len(labels)} label maps")
+    if frames is not None and np.shape(frames) != labels.shape:
+        raise ValueError(
+            f"{recording}: frames {np.shape(frames)} and label maps {labels.shape} differ"
+        )
     row: dict[str, object] = {c: "" for c in COLUMNS}
     row.update(recording=recording, frames=len(labels))
     flags: list[str] = []
@@ -122,6 +163,13 @@ def measure(
         if score > UNDECIDED_LV_LIMIT:
             flags.append("uncertain-lv")
     at = {t: chambers_of(t) for t in (ed, es)}
+    if frames is not None:
+        scores = [lv_contrast(frames[t], at[t] == Structure.LV) for t in (ed, es)]
+        if all(math.isfinite(c) for c in scores):  # the fainter of the two
+            contrast = min(scores)
+            row["lv_contrast"] = round(contrast, 3)
+            if contrast < LOW_CONTRAST_LIMIT:
+                flags.append("low-contrast")
     if spacing is not None:
         try:
             at_ed, at_es = trace(at[ed], spacing), trace(at[es], spacing)
