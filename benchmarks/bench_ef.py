@@ -58,7 +58,7 @@ from common.measure.recording import (
 from common.model_card import card_meta
 from common.predict import load_model, segment_scored
 from common.recipe import Recipe
-from common.security.checkpoint import read_sidecar, save_checkpoint
+from common.security.checkpoint import SIDECAR_SUFFIX, read_sidecar, save_checkpoint
 from common.training.model import build_unet
 from simulations.experiment import ExperimentConfig
 
@@ -96,6 +96,23 @@ def choose_model(config: ExperimentConfig) -> tuple[Path, float]:
         )
     score, path = max(scored)
     return path, score
+
+
+def with_card(weights: Path, config: ExperimentConfig, out: Path) -> Path:
+    """A pooled run's ``model-<key>.pt`` (bare weights, no sidecar) as an unsigned checkpoint
+    whose model card is the recipe of ``config``'s first condition (how it was trained)."""
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable file: say which and why
+        raise SystemExit(
+            f"--checkpoint {weights}: not a checkpoint nor a state dict ({exc})"
+        ) from None
+    recipe = config.recipe_for(config.conditions[0])
+    path = out / "checkpoint" / weights.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"run": f"{config.name} ({weights.name})", "round": 0, **card_meta(recipe)}
+    save_checkpoint(path, state, meta)
+    return path
 
 
 def site_shifts(config: ExperimentConfig) -> dict[str, DomainShift | None]:
@@ -297,7 +314,8 @@ def report(choice: dict, summary: dict, timing: dict, quality: dict | None = Non
             f"best validation score {choice['validation']:.3f} among the partially labelled "
             f"federated runs of `{choice['experiment']}`"
             if choice.get("chosen", True)
-            else f"given by --checkpoint; validation score {choice['validation']:.3f}; cases as "
+            else f"given by --checkpoint; validation score {choice['validation']:.3f} (nan: none "
+            "recorded); cases as "
             f"the sites of `{choice['experiment']}` render them"
         )
         + f"; sites' vendors {', '.join(choice['seen'])}). Held-out synthetic cases "
@@ -369,7 +387,8 @@ def main() -> int:
         type=Path,
         default=None,
         help="score this checkpoint instead of the best of --config's federated runs (e.g. a "
-        "centralised or probe run; --config still says how each vendor's cases look)",
+        "centralised run's model-all.pt, applied with --config's recipe; --config also says how "
+        "each vendor's cases look)",
     )
     args = parser.parse_args()
     config = experiment(args.config, args.level)
@@ -379,6 +398,8 @@ def main() -> int:
         checkpoint = args.checkpoint.resolve()
         if not checkpoint.is_file():
             raise SystemExit(f"--checkpoint {args.checkpoint}: no such file")
+        if not Path(str(checkpoint) + SIDECAR_SUFFIX).is_file():
+            checkpoint = with_card(checkpoint, config, args.out)
         score = protocol.mean_dice(read_sidecar(checkpoint).get("validation", {}))
     shifts = site_shifts(config)
     choice = {
