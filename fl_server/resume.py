@@ -49,6 +49,25 @@ def find_resume_point(out: Path) -> ResumePoint:
     )
 
 
+def schedule_change(rows: list[dict], rounds: int, schedule: str) -> str | None:
+    """Why a resumed run's learning rate no longer follows its first start's schedule, or None.
+
+    ``rows``: the run's log, this start's ``negotiated`` event last (each start records its
+    ``server_rounds``); a cosine schedule spans the run's rounds, so changing them on resume
+    moves the learning rate of every remaining round (a jump at the resume point)."""
+    starts = [r for r in rows if r.get("event") == "negotiated" and "server_rounds" in r]
+    if schedule != "cosine" or len(starts) < 2:
+        return None
+    before = int(starts[-2]["server_rounds"])
+    if before == rounds:
+        return None
+    return (
+        f"the cosine learning-rate schedule now spans {rounds} rounds instead of the {before} "
+        "of the run's previous start: the remaining rounds' learning rates change from the "
+        "resume point on"
+    )
+
+
 def trim_log(out: Path, completed: int) -> int:
     """Keep the rows of rounds <= ``completed`` (and run-level events); returns rows dropped."""
     path = out / "metrics.jsonl"

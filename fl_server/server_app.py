@@ -69,6 +69,7 @@ from fl_server.resume import (
     optimiser_state_path,
     prune_optimiser_states,
     read_optimiser_state,
+    schedule_change,
     trim_log,
     write_optimiser_state,
 )
@@ -152,6 +153,7 @@ class FederatedRun:
             counts={i.name: i.counts for i in infos},
             partial=sorted(x.name for x in partial),
             label_dropout_p=s.recipe.label_dropout.p,
+            server_rounds=s.num_server_rounds,
         )
         say(f"sites: {describe(infos)}")
         say(
@@ -173,6 +175,14 @@ class FederatedRun:
                 )
                 self.best.update(score=point.best_score, round=point.best_round)
                 self.log.event("resumed", after_round=point.completed, rows_dropped=dropped)
+                changed = schedule_change(
+                    read_metrics_log(self.log.path),
+                    s.num_server_rounds,
+                    s.recipe.optimiser.lr_schedule,
+                )
+                if changed:
+                    self.log.event("schedule-changed", reason=changed)
+                    say(f"warning: {changed}")
                 say(
                     f"resuming after round {point.completed} (from {point.checkpoint.name}; "
                     f"{dropped} row(s) of an unfinished round dropped from the log)"

@@ -111,3 +111,24 @@ def test_a_schedule_without_the_runs_rounds_is_refused() -> None:
         round_schedule(cosine(), TrainInstruction(2))
     with pytest.raises(ProtocolError, match=r"server-round 4 outside the run's 1\.\.3"):
         TrainInstruction.from_config({"server-round": 4, "server-rounds": 3})
+
+
+def test_a_resume_that_changes_the_rounds_of_a_cosine_run_is_named() -> None:
+    """Each start logs its rounds in ``negotiated``; a resume with other rounds than the start
+    before is named for a cosine schedule (its lr would jump), never for a constant one."""
+    from fl_server.resume import schedule_change
+
+    first = {"event": "negotiated", "server_rounds": 50}
+    rows = [
+        first,
+        {"event": "round-done", "round": 1},
+        {"event": "negotiated", "server_rounds": 80},
+    ]
+    reason = schedule_change(rows, 80, "cosine")
+    assert reason is not None and "80 rounds instead of the 50" in reason
+    assert schedule_change(rows, 80, "constant") is None
+    same = [first, {"event": "negotiated", "server_rounds": 50}]
+    assert schedule_change(same, 50, "cosine") is None
+    assert schedule_change([first], 50, "cosine") is None  # a first start: nothing to compare
+    older = [{"event": "negotiated"}, {"event": "negotiated", "server_rounds": 80}]
+    assert schedule_change(older, 80, "cosine") is None  # a log from before the field

@@ -126,6 +126,7 @@ def test_negotiated_partial_structures(run: dict) -> None:
     assert {k: set(v) for k, v in negotiated["sites"].items()} == labelled
     expected = partially_labelled([{Structure[n] for n in v} for v in labelled.values()])
     assert set(negotiated["partial"]) == {s.name for s in expected} == {"MYO", "LA"}
+    assert negotiated["server_rounds"] == ROUNDS  # what a resume compares its rounds with
     config = events(run, "train-config")[0]
     assert set(config["partial-structures"].split(",")) == {"MYO", "LA"}
     assert config["label-dropout-p"] == 0.5
