@@ -98,7 +98,7 @@ def choose_model(config: ExperimentConfig) -> tuple[Path, float]:
     return path, score
 
 
-def with_card(weights: Path, config: ExperimentConfig, out: Path) -> Path:
+def with_card(weights: Path, config: ExperimentConfig) -> Path:
     """A pooled run's ``model-<key>.pt`` (bare weights, no sidecar) as an unsigned checkpoint
     whose model card is the recipe of ``config``'s first condition (how it was trained)."""
     try:
@@ -108,8 +108,7 @@ def with_card(weights: Path, config: ExperimentConfig, out: Path) -> Path:
             f"--checkpoint {weights}: not a checkpoint nor a state dict ({exc})"
         ) from None
     recipe = config.recipe_for(config.conditions[0])
-    path = out / "checkpoint" / weights.name
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="bench-ef-")) / weights.name  # not in the results folder
     meta = {"run": f"{config.name} ({weights.name})", "round": 0, **card_meta(recipe)}
     save_checkpoint(path, state, meta)
     return path
@@ -399,7 +398,7 @@ def main() -> int:
         if not checkpoint.is_file():
             raise SystemExit(f"--checkpoint {args.checkpoint}: no such file")
         if not Path(str(checkpoint) + SIDECAR_SUFFIX).is_file():
-            checkpoint = with_card(checkpoint, config, args.out)
+            checkpoint = with_card(checkpoint, config)
         score = protocol.mean_dice(read_sidecar(checkpoint).get("validation", {}))
     shifts = site_shifts(config)
     choice = {

@@ -53,8 +53,10 @@ def schedule_change(rows: list[dict], rounds: int, schedule: str) -> str | None:
     """Why a resumed run's learning rate no longer follows its first start's schedule, or None.
 
     ``rows``: the run's log, this start's ``negotiated`` event last (each start records its
-    ``server_rounds``); a cosine schedule spans the run's rounds, so changing them on resume
-    moves the learning rate of every remaining round (a jump at the resume point)."""
+    ``server_rounds``); compared with the start before this one. A cosine schedule spans the
+    run's rounds, so changing them on resume moves the learning rate of every remaining round
+    (a jump at the resume point). Changing the schedule itself or the local epochs on resume is
+    not detected here."""
     starts = [r for r in rows if r.get("event") == "negotiated" and "server_rounds" in r]
     if schedule != "cosine" or len(starts) < 2:
         return None

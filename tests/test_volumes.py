@@ -290,3 +290,15 @@ def test_a_faint_lv_border_is_flagged_and_the_measurement_kept() -> None:
     assert measure("r", labels, spacing, 0, 1)["lv_contrast"] == ""
     with pytest.raises(ValueError, match=r"r: frames \(2, 100, 60\) and label maps"):
         measure("r", labels, spacing, 0, 1, frames=np.zeros((2, 100, 60)))
+
+
+def test_a_frame_too_small_to_score_leaves_the_other_frames_contrast() -> None:
+    """An ES LV under 50 pixels has no contrast of its own; ED's is the row's."""
+    from common.measure.recording import measure
+
+    yy, xx = np.mgrid[:128, :128]
+    big = ((yy - 64) ** 2 + (xx - 64) ** 2 <= 20**2).astype(np.uint8)
+    tiny = ((yy - 64) ** 2 + (xx - 64) ** 2 <= 3**2).astype(np.uint8)
+    frames = np.stack([_walled_frame(big == 1, 170), _walled_frame(tiny == 1, 40)])
+    row = measure("r", np.stack([big, tiny]), (0.5, 0.5), 0, 1, frames=frames)
+    assert row["lv_contrast"] == 0.15 and "low-contrast" in str(row["flags"]).split()

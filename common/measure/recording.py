@@ -168,8 +168,9 @@ def measure(
     at = {t: chambers_of(t) for t in (ed, es)}
     if frames is not None:
         scores = [lv_contrast(frames[t], at[t] == Structure.LV) for t in (ed, es)]
-        if all(math.isfinite(c) for c in scores):  # the fainter of the two
-            contrast = min(scores)
+        scores = [c for c in scores if math.isfinite(c)]  # a frame whose LV is too small: none
+        if scores:
+            contrast = min(scores)  # the fainter of the two
             row["lv_contrast"] = round(contrast, 3)
             if contrast < LOW_CONTRAST_LIMIT:
                 flags.append("low-contrast")
