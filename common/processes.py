@@ -13,11 +13,21 @@ import time
 
 import psutil
 
+_GIVEN: set[int] = set()  # ports this process has handed out
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now, never one this process handed out before: the OS may give a
+    just-closed port again, so two calls in a row (the sites' port and the SuperLink's behind
+    it) could otherwise return the same number."""
+    for _ in range(1000):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
+    raise OSError("no loopback port this process has not handed out already (1000 tries)")
 
 
 def process_table() -> dict[int, tuple[int, int, str]]:
