@@ -45,6 +45,7 @@ import torch
 
 from common.config import read_toml, validate_config
 from common.data.synthetic.generator import case_seed, generate_recording
+from common.data.synthetic.quality import QUALITIES as GENERATOR_QUALITIES
 from common.data.synthetic.shift import DomainShift
 from common.data.synthetic.vendors import TRAINING_VENDORS, UNSEEN_VENDOR, get_vendor
 from common.federation import protocol
@@ -202,7 +203,7 @@ def summarise(table: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, f
     return summary
 
 
-QUALITIES = ("Good", "Medium", "Poor")
+QUALITIES = tuple(q.capitalize() for q in GENERATOR_QUALITIES)  # as info["quality"] names them
 
 
 def by_quality(table: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, list[float]]]:
