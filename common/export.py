@@ -3,8 +3,9 @@
     echofl-export --checkpoint final.pt --verify-key model-signing.pub --out exported/
 
 Writes ``model.onnx`` (opset 17, batch size free), ``model.torchscript.pt`` and
-``model-card.json``: how to apply the model (input ``(N, 1, H, W)`` float32 at the training
-size, the intensity normalisation, the label map of the ``(N, 4, H, W)`` logits), the source
+``model-card.json``: how to apply the model (input ``(N, C, H, W)`` float32 at the training
+size, C = 1, or 2 for a model that also sees each frame's partner frame
+(:mod:`common.data.context`), what each channel holds, the intensity normalisation, the label map of the ``(N, 4, H, W)`` logits), the source
 checkpoint's file, SHA-256, run and round, and the measured agreement of each export with the
 PyTorch model on a random batch (an export that disagrees by more than 1e-4 is not written).
 ONNX needs the ``export`` extra (``pip install -e ".[export]"``: onnx and onnxruntime).
@@ -22,11 +23,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.data.context import input_channels
 from common.errors import EchoflError
 from common.files import write_atomic
 
 TOLERANCE = 1e-4
 OPSET = 17
+CHANNELS = {  # what each input channel holds, per model.context
+    "none": ["the frame to segment"],
+    "partner": [
+        "the frame to segment",
+        "its partner: the frame of the same recording whose normalised image, averaged over "
+        "4 x 4 pixel blocks, differs most from it in mean squared difference (for ED, ES; a "
+        "recording of one frame: the frame itself)",
+    ],
+}
 
 
 def _onnx(model: torch.nn.Module, example: torch.Tensor, path: Path) -> float:
@@ -78,7 +89,10 @@ def export(
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    example = torch.randn(2, 1, *card.preprocess.size, generator=torch.Generator().manual_seed(0))
+    channels = input_channels(card.model.context)
+    example = torch.randn(
+        2, channels, *card.preprocess.size, generator=torch.Generator().manual_seed(0)
+    )
     try:
         agreement = {
             "model.onnx": _onnx(model, example, partial / "model.onnx"),
@@ -92,8 +106,9 @@ def export(
         document = {
             "input": {
                 "name": "image",
-                "shape": ["N", 1, *card.preprocess.size],
+                "shape": ["N", channels, *card.preprocess.size],
                 "dtype": "float32",
+                "channels": CHANNELS[card.model.context],
                 "resize_to": list(card.preprocess.size),
                 "normalisation": card.preprocess.normalisation,
                 "normalisation_means": {

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from common.data.context import model_input
 from common.data.preprocess import normalise, resize_image
 from common.data.synthetic.contact_sheet import outlined
 from common.errors import DataError, EchoflError
@@ -117,22 +118,24 @@ def segment_scored(
     resampling). The class probabilities are resampled to the frames' size (bilinear) and each
     pixel takes the most probable class, so the boundary is placed between the model's pixels
     rather than on them (nnU-Net resamples probabilities, not labels, for the same reason).
-    ``chunk`` frames at a time bound the memory of the full-size probabilities."""
+    ``chunk`` frames at a time bound the memory of the full-size probabilities. ``frames`` are
+    one recording: a model that sees each frame's partner (``model.context = "partner"``,
+    :mod:`common.data.context`) takes it from among them."""
     keep_freed_memory()
     size, target = card.preprocess.size, tuple(frames.shape[1:])
     shrink = target[0] < size[0] or target[1] < size[1]
     out = np.empty((len(frames), *target), np.uint8)
     scores = np.empty(len(frames), np.float64)
     lv = int(Structure.LV)  # the card's label map is echofl's: mask value = output channel
+    normalised = np.stack(
+        [normalise(resize_image(f.astype(np.float32), size), card.preprocess.normalisation)
+         for f in frames]
+    )  # fmt: skip
+    inputs = model_input(normalised, card.model.context)  # the frames are one recording
     for start in range(0, len(frames), chunk):
-        batch = np.stack(
-            [
-                normalise(resize_image(f.astype(np.float32), size), card.preprocess.normalisation)
-                for f in frames[start : start + chunk]
-            ]
-        )
+        batch = inputs[start : start + chunk]
         with torch.no_grad():
-            probs = model(torch.from_numpy(batch)[:, None]).softmax(1)
+            probs = model(torch.from_numpy(batch)).softmax(1)
             for k, p in enumerate(probs[:, lv].numpy()):
                 scores[start + k] = undecided_lv(p)
             if tuple(probs.shape[2:]) != target:

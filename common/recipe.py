@@ -183,6 +183,7 @@ FLAT_NAMES: dict[tuple[str, ...], str] = {
     ("model", "dropout"): "model-dropout",
     ("model", "norm"): "model-norm",
     ("model", "head"): "model-head",
+    ("model", "context"): "model-context",
     ("preprocess", "size"): "image-size",
     ("optimiser", "name"): "optimiser",
     ("loss", "name"): "loss",

@@ -44,6 +44,7 @@ from common.recipe import SERVER_OPTIMISERS, recipe_to_flat
 from common.security.checkpoint import load_checkpoint, save_checkpoint
 from common.security.pki import load_signing_key, load_verify_key
 from common.timing import Stopwatch
+from common.data.context import input_channels
 from common.training.class_slices import class_owners
 from common.training.model import build_unet, required_divisor
 from common.training.scoring import format_table
@@ -450,7 +451,11 @@ def mean_rule(settings: RunSettings) -> MeanRule:
     model = build_unet(recipe.model)
     rule = recipe.aggregation
     return MeanRule(
-        owners=class_owners(model, size=2 * required_divisor(recipe.model)),
+        owners=class_owners(
+            model,
+            size=2 * required_divisor(recipe.model),
+            in_channels=input_channels(recipe.model.context),
+        ),
         label_aware=rule.effective_label_aware,
         step_normalised=rule.effective_step_normalised,
         buffers=(

@@ -60,7 +60,8 @@ def run(config: CentralisedConfig) -> dict[str, object]:
     test_only = load_sites(config.test_sites, config)
     train_parts = [d.split("train") for d in sites.values()]
     val_parts = [d.split("val") for d in sites.values() if len(d.split("val"))]
-    validation = SegmentationTensors.from_sites(val_parts) if val_parts else None
+    context = config.recipe.model.context
+    validation = SegmentationTensors.from_sites(val_parts, context) if val_parts else None
     n_train = sum(len(p) for p in train_parts)
     print(f"centralised: {len(sites)} site(s), {n_train} training images, device {device}")
 
@@ -78,7 +79,7 @@ def run(config: CentralisedConfig) -> dict[str, object]:
     with progress_bar("centralised training: epochs", config.epochs) as advance:
         history = train(
             model,
-            SegmentationTensors.from_sites(train_parts),
+            SegmentationTensors.from_sites(train_parts, context),
             config.recipe,
             seed=config.seed,
             device=device,
@@ -89,7 +90,12 @@ def run(config: CentralisedConfig) -> dict[str, object]:
         )
     train_seconds = time.perf_counter() - started
     scores = score_sites(
-        model, {**sites, **test_only}, split="test", device=device, amp=config.recipe.train.amp
+        model,
+        {**sites, **test_only},
+        split="test",
+        device=device,
+        amp=config.recipe.train.amp,
+        context=context,
     )
     print(format_table(scores, title="\nDice on each site's test split (final model)"))
     config.output_dir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from common.data.site_data import SiteData
-from common.training.loop import predict
+from common.training.loop import SegmentationTensors, predict
 from common.training.metrics import STRUCTURES
 from common.training.model import build_unet
 from simulations.clinical import clinical_markdown
@@ -268,7 +268,7 @@ def plot_overlays(
         if len(test) == 0:
             continue
         idx = np.linspace(0, len(test) - 1, min(n_images, len(test))).round().astype(int)
-        images = torch.from_numpy(test.images[idx])[:, None]
+        tensors = {}  # per input context: each test frame with its partner from the whole split
         truth = test.full_masks[idx] if test.full_masks is not None else test.masks[idx]
         rows = [("ground truth", truth)]
         for cond_name, paths_by in models.items():
@@ -279,7 +279,10 @@ def plot_overlays(
             recipe = config.recipe_for(condition) if condition is not None else config.recipe
             model = build_unet(recipe.model)  # a condition may change the network (norm)
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            rows.append((cond_name, predict(model, images, device=device).numpy()))
+            context = recipe.model.context
+            if context not in tensors:
+                tensors[context] = SegmentationTensors.from_sites([test], context).images[idx]
+            rows.append((cond_name, predict(model, tensors[context], device=device).numpy()))
         fig, axes = plt.subplots(
             len(rows), len(idx), figsize=(1.9 * len(idx), 1.9 * len(rows)), squeeze=False
         )

@@ -110,13 +110,15 @@ def run_pooled(ctx: RunContext, condition: Condition, seed: int, out: Path) -> d
         model = build_unet(recipe.model)
         train(
             model,
-            SegmentationTensors.from_sites(parts),
+            SegmentationTensors.from_sites(parts, recipe.model.context),
             recipe,
             seed=seed,
             device=device,
             partial=partially_labelled(p.labelled_set for p in parts),  # within this pool
             epochs=config.epochs,
-            validation=SegmentationTensors.from_sites(vals) if vals else None,
+            validation=(
+                SegmentationTensors.from_sites(vals, recipe.model.context) if vals else None
+            ),
             on_epoch=on_epoch,
         )
         scored = (
@@ -124,7 +126,9 @@ def run_pooled(ctx: RunContext, condition: Condition, seed: int, out: Path) -> d
             if condition.kind == "centralised"
             else {names[0]: ctx.data[names[0]]}
         )
-        test.update(score_sites(model, scored, split="test", device=device))
+        test.update(
+            score_sites(model, scored, split="test", device=device, context=recipe.model.context)
+        )
         key = "all" if condition.kind == "centralised" else names[0]
         curves[key] = curve
         by_structure[key] = structures
@@ -191,7 +195,9 @@ def run_federated(ctx: RunContext, condition: Condition, seed: int, out: Path) -
     torch.save(model.state_dict(), out / "model-all.pt")
     return {
         "drift": mean_drift(out),  # kept in result.json: the metrics log is not committed
-        "test": score_sites(model, ctx.data, split="test", device=device),
+        "test": score_sites(
+            model, ctx.data, split="test", device=device, context=recipe.model.context
+        ),
         "curves": {"all": curve},
         "curves_by_structure": {"all": structures},  # validation Dice per structure and round
     }

@@ -77,7 +77,7 @@ def train_site(
         distillation = DistillationTerm(copy.deepcopy(model), weight, settings.temperature)
     history = train(
         model,
-        SegmentationTensors.from_sites([data]),
+        SegmentationTensors.from_sites([data], recipe.model.context),
         recipe,
         seed=round_seed(seed, instruction.server_round, data.site),
         device=device,
@@ -117,7 +117,7 @@ def evaluate_site(
     loss_fn = SegmentationLoss(recipe.loss.name, dice_weight=recipe.loss.dice_weight)
     result = evaluate(
         model,
-        SegmentationTensors.from_sites([data]),
+        SegmentationTensors.from_sites([data], recipe.model.context),
         device=device,
         amp=recipe.train.amp,
         loss_fn=loss_fn,

@@ -33,16 +33,19 @@ def _buffer_owners(model: nn.Module, owners: dict[str, np.ndarray]) -> None:
                 )
 
 
-def class_owners(model: nn.Module, *, size: int = 32, trials: int = 2) -> dict[str, np.ndarray]:
+def class_owners(
+    model: nn.Module, *, size: int = 32, trials: int = 2, in_channels: int = 1
+) -> dict[str, np.ndarray]:
     """``state-dict name -> int array`` of the tensor's shape: the class an element belongs to,
     or :data:`SHARED`. ``size``: side of the random probe images (a multiple of the network's
-    downsampling); the model itself is not changed."""
+    downsampling); ``in_channels``: the network's input channels; the model itself is not
+    changed."""
     probe = copy.deepcopy(model).train()
     params = dict(probe.named_parameters())
     generator = torch.Generator().manual_seed(0)
     influence: dict[str, torch.Tensor] | None = None
     for _ in range(trials):
-        x = torch.randn(2, 1, size, size, generator=generator)
+        x = torch.randn(2, in_channels, size, size, generator=generator)
         out = probe(x)
         # a random projection of each channel, not its plain sum: the sum of a batch-normalised
         # channel is 0 whatever its scale, so the scale's gradient would vanish

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.data.context import Context, model_input
 from common.data.site_data import SiteData
 from common.labels import NUM_CLASSES, LabelledSet, parse_labelled_set
 from common.recipe import LabelDropoutSettings, Recipe
@@ -34,8 +35,9 @@ from common.training.metrics import DiceAccumulator, SegmentationScores
 
 @dataclass
 class SegmentationTensors:
-    """Samples as tensors: images (N, 1, h, w) float32, masks (N, h, w) uint8, labelled (N, 4)
-    bool, full_masks (N, h, w) uint8 or None."""
+    """Samples as tensors: images (N, C, h, w) float32 (C = 1, or 2 with each frame's partner:
+    :mod:`common.data.context`), masks (N, h, w) uint8, labelled (N, 4) bool, full_masks
+    (N, h, w) uint8 or None."""
 
     images: torch.Tensor
     masks: torch.Tensor
@@ -59,13 +61,17 @@ class SegmentationTensors:
         )
 
     @classmethod
-    def from_sites(cls, sites: Sequence[SiteData]) -> SegmentationTensors:
-        """Concatenate sites (the centralised pool, or a single site)."""
+    def from_sites(cls, sites: Sequence[SiteData], context: Context = "none") -> SegmentationTensors:
+        """Concatenate sites (the centralised pool, or a single site), each frame with the input
+        ``context`` the model takes (the recipe's ``model.context``): a partner frame is taken
+        from the same site, case and view."""
         if not sites:
             raise ValueError("no site data given")
         with_full = all(s.full_masks is not None for s in sites)
+        groups = [(s.site, r["case_id"], r["view"]) for s in sites for r in s.records]
+        images = model_input(np.concatenate([s.images for s in sites]), context, groups)
         return cls(
-            images=torch.from_numpy(np.concatenate([s.images for s in sites]))[:, None],
+            images=torch.from_numpy(images),
             masks=torch.from_numpy(np.concatenate([s.masks for s in sites])),
             labelled=torch.from_numpy(np.concatenate([s.labelled for s in sites])),
             full_masks=(
@@ -296,7 +302,7 @@ def predict(
     batch_size: int = 32,
     amp: bool = True,
 ) -> torch.Tensor:
-    """Hard label maps (N, h, w) uint8 for images (N, 1, h, w)."""
+    """Hard label maps (N, h, w) uint8 for model inputs (N, C, h, w)."""
     keep_freed_memory()
     model.eval()
     out = []

@@ -1,4 +1,5 @@
-"""The segmentation network: a MONAI 2-D U-Net with 1 input channel and 4 output classes."""
+"""The segmentation network: a MONAI 2-D U-Net with 1 input channel (2 with the partner frame,
+:mod:`common.data.context`) and 4 output classes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
+from common.data.context import Context, input_channels
 from common.files import write_atomic
 from common.labels import NUM_CLASSES
 
@@ -36,6 +38,10 @@ class ModelConfig(BaseModel):
     # "pointwise": the U-Net outputs channels[0] features and a 1x1 conv maps them to the
     # classes, so each class owns exactly one row of the last layer.
     head: Literal["unet", "pointwise"] = "unet"
+    # what the network sees besides the frame it segments (common.data.context): "none", or
+    # "partner": the frame of the same recording that differs most from it (for ED, ES), as a
+    # second input channel
+    context: Context = "none"
 
     @field_validator("channels")
     @classmethod
@@ -46,7 +52,8 @@ class ModelConfig(BaseModel):
 
 
 def build_unet(config: ModelConfig | None = None) -> nn.Module:
-    """A fresh U-Net: input (B, 1, H, W) normalised image, output (B, 4, H, W) logits.
+    """A fresh U-Net: input (B, C, H, W) normalised image (C = 1, or 2 with the partner frame),
+    output (B, 4, H, W) logits.
 
     H and W must be divisible by ``2 ** (len(channels) - 1)`` (16 for the default).
     """
@@ -56,7 +63,7 @@ def build_unet(config: ModelConfig | None = None) -> nn.Module:
     pointwise = config.head == "pointwise"
     unet = UNet(
         spatial_dims=2,
-        in_channels=1,
+        in_channels=input_channels(config.context),
         out_channels=config.channels[0] if pointwise else NUM_CLASSES,
         channels=config.channels,
         strides=(2,) * (len(config.channels) - 1),

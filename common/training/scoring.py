@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from common.data.context import Context
 from common.data.site_data import SiteData
 from common.training.loop import EvalResult, SegmentationTensors, evaluate
 from common.training.metrics import STRUCTURES
@@ -37,14 +38,18 @@ def score_sites(
     split: str,
     device: torch.device,
     amp: bool = True,
+    context: Context = "none",
 ) -> SiteScores:
-    """Score ``model`` on the ``split`` of every site that has samples in it."""
+    """Score ``model`` on the ``split`` of every site that has samples in it (``context``: the
+    input the model takes, its recipe's ``model.context``)."""
     out: SiteScores = {}
     for name, data in sites.items():
         part = data.split(split)
         if len(part) == 0:
             continue
-        result = evaluate(model, SegmentationTensors.from_sites([part]), device=device, amp=amp)
+        result = evaluate(
+            model, SegmentationTensors.from_sites([part], context), device=device, amp=amp
+        )
         out[name] = score_row(result, full=part.full_masks is not None)
     return out
 
