@@ -1,6 +1,7 @@
 """Every federated partial-label option end to end on Flower's simulation engine: conditional
 distillation, label-aware and step-normalised means, the server optimisers, local SGD and
-InstanceNorm, with packed, per-tensor and float16 weights, update validation and resume."""
+InstanceNorm, the partner frame as a second input channel, with packed, per-tensor and float16
+weights, update validation and resume."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from tests.helpers import three_site_federation
 APP_DIR = Path(__file__).resolve().parents[2]
 
 COMBINATIONS = {
-    "distil-labelaware-fedadam-sgd": {
+    "distil-labelaware-fedadam-sgd-partner": {
+        "model-context": "partner",  # two input channels: the server's class slices see them
         "distillation-weight": 1.0,
         "distillation-ramp-rounds": 2,
         "label-aware": True,
@@ -96,4 +98,5 @@ def test_each_option_runs_and_resumes(runs: dict[str, dict], name: str) -> None:
     card = card_from_sidecar(run["out"] / "checkpoints" / "final.pt", meta)
     model = build_unet(card.model)
     model.load_state_dict(state)  # the final model is a whole, loadable network of its recipe
+    assert card.model.context == run["options"].get("model-context", "none")
     assert card.preprocess.size == tuple(meta["preprocess"]["size"]) and card.labels["3"] == "LA"
