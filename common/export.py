@@ -37,6 +37,11 @@ CHANNELS = {  # what each input channel holds, per model.context
         "4 x 4 pixel blocks, differs most from it in mean squared difference (for ED, ES; a "
         "recording of one frame: the frame itself)",
     ],
+    "smoothed-partner": [
+        "the frame to segment",
+        "its partner (as for context 'partner'), averaged over 5 x 5 pixel boxes centred on each "
+        "pixel (at the borders over the part of the box inside the image)",
+    ],
 }
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.data.context import input_channels, model_input, partner_indices
+from common.data.context import box_smoothed, input_channels, model_input, partner_indices
 from common.data.site_data import SiteData
 from common.model_card import ModelCard, card_meta
 from common.predict import segment_scored
@@ -59,6 +59,20 @@ def test_model_input_stacks_each_frame_with_its_partner() -> None:
     assert pair[:, 1, 0, 0].tolist() == [3.0, 3.0, 0.0]
     assert model_input(images[:1], "partner")[0, 1, 0, 0] == 0.0  # one frame: itself
     assert input_channels("none") == 1 and input_channels("partner") == 2
+
+
+def test_a_smoothed_partner_is_its_box_average() -> None:
+    """5 x 5 boxes, at the borders over the part inside the image: a single bright pixel of 25
+    gives 1 at its own place and 25 / 9 in the corner whose box holds 3 x 3 image pixels."""
+    spot = np.zeros((6, 6), np.float32)
+    spot[2, 2] = 25.0
+    smooth = box_smoothed(spot[None])[0]
+    assert smooth[2, 2] == pytest.approx(1.0) and smooth[0, 0] == pytest.approx(25 / 9)
+    assert smooth[4, 4] == pytest.approx(25 / 16) and smooth[5, 5] == 0.0
+    pair = model_input(np.stack([np.ones((6, 6), np.float32), spot]), "smoothed-partner")
+    assert (pair[:, 0] == np.stack([np.ones((6, 6)), spot])).all()  # the frame itself as it is
+    assert np.allclose(pair[0, 1], smooth) and np.allclose(pair[1, 1], 1.0)
+    assert input_channels("smoothed-partner") == 2
 
 
 def test_bad_inputs_are_refused() -> None:

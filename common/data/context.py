@@ -9,6 +9,10 @@ frame of end systole and for ES the one of end diastole. What does not move betw
 the moving endocardium does not: an echocardiographer reads a hazy wall from the loop, not from
 one still frame, for the same reason. A recording with one frame is its own partner (the
 network then sees the frame twice; trained only on pairs, it segments such frames less well).
+
+``context = "smoothed-partner"`` is the same with the partner averaged over 5 x 5 pixel boxes:
+its speckle is independent of the frame's and carries nothing about the frame's borders, while
+what the partner is for (the clutter that stays, the wall where it was) is coarse.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ from typing import Literal
 
 import numpy as np
 
-Context = Literal["none", "partner"]
+Context = Literal["none", "partner", "smoothed-partner"]
 POOL = 4  # pixels per side averaged before frames are compared
+SMOOTH = 5  # side of the box a smoothed partner is averaged over (pixels)
 
 
 def input_channels(context: Context) -> int:
     """The network's input channels for ``context``."""
-    return 2 if context == "partner" else 1
+    return 1 if context == "none" else 2
 
 
 def _pooled(images: np.ndarray) -> np.ndarray:
@@ -69,7 +74,21 @@ def model_input(
     images = np.asarray(images, dtype=np.float32)
     if context == "none":
         return images[:, None]
-    if context != "partner":
+    if context not in ("partner", "smoothed-partner"):
         raise ValueError(f"unknown context {context!r}")
     keys = [0] * len(images) if groups is None else groups
-    return np.stack([images, images[partner_indices(images, keys)]], axis=1)
+    partners = images[partner_indices(images, keys)]
+    if context == "smoothed-partner":
+        partners = box_smoothed(partners)
+    return np.stack([images, partners], axis=1)
+
+
+def box_smoothed(images: np.ndarray, side: int = SMOOTH) -> np.ndarray:
+    """Each image (N, H, W) averaged over ``side`` x ``side`` boxes centred on each pixel (at the
+    borders over the part of the box inside the image)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
+    out = F.avg_pool2d(x, side, stride=1, padding=side // 2, count_include_pad=False)
+    return out[:, 0].numpy()
