@@ -314,9 +314,13 @@ def report(choice: dict, summary: dict, timing: dict, quality: dict | None = Non
             f"best validation score {choice['validation']:.3f} among the partially labelled "
             f"federated runs of `{choice['experiment']}`"
             if choice.get("chosen", True)
-            else f"given by --checkpoint; validation score {choice['validation']:.3f} (nan: none "
-            "recorded); cases as "
-            f"the sites of `{choice['experiment']}` render them"
+            else "given by --checkpoint; validation score "
+            + (
+                f"{choice['validation']:.3f}"
+                if math.isfinite(choice["validation"])
+                else "none recorded (bare weights)"
+            )
+            + f"; cases as the sites of `{choice['experiment']}` render them"
         )
         + f"; sites' vendors {', '.join(choice['seen'])}). Held-out synthetic cases "
         f"(generator seed {choice['seed']}), "
