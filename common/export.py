@@ -5,7 +5,8 @@
 Writes ``model.onnx`` (opset 17, batch size free), ``model.torchscript.pt`` and
 ``model-card.json``: how to apply the model (input ``(N, C, H, W)`` float32 at the training
 size, C = 1, or 2 for a model that also sees each frame's partner frame
-(:mod:`common.data.context`), what each channel holds, the intensity normalisation, the label map of the ``(N, 4, H, W)`` logits), the source
+(:mod:`common.data.context`), what each channel holds, the intensity normalisation, the label
+map of the ``(N, 4, H, W)`` logits), the source
 checkpoint's file, SHA-256, run and round, and the measured agreement of each export with the
 PyTorch model on a random batch (an export that disagrees by more than 1e-4 is not written).
 ONNX needs the ``export`` extra (``pip install -e ".[export]"``: onnx and onnxruntime).

@@ -127,6 +127,8 @@ def segment_scored(
     out = np.empty((len(frames), *target), np.uint8)
     scores = np.empty(len(frames), np.float64)
     lv = int(Structure.LV)  # the card's label map is echofl's: mask value = output channel
+    if len(frames) == 0:
+        return out, scores
     normalised = np.stack(
         [normalise(resize_image(f.astype(np.float32), size), card.preprocess.normalisation)
          for f in frames]

@@ -33,6 +33,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from common.audit import AuditLog
+from common.data.context import input_channels
 from common.errors import ConfigError, DataError
 from common.federation import protocol
 from common.federation.protocol import EvaluateInstruction, TrainInstruction
@@ -44,7 +45,6 @@ from common.recipe import SERVER_OPTIMISERS, recipe_to_flat
 from common.security.checkpoint import load_checkpoint, save_checkpoint
 from common.security.pki import load_signing_key, load_verify_key
 from common.timing import Stopwatch
-from common.data.context import input_channels
 from common.training.class_slices import class_owners
 from common.training.model import build_unet, required_divisor
 from common.training.scoring import format_table

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.config import read_toml
 from common.data.cache import load_site_cached
+from common.data.context import input_channels
 from common.federation.protocol import TrainInstruction
 from common.federation.site_round import train_site
 from common.labels import partially_labelled
@@ -139,7 +140,7 @@ def main() -> int:
         torch.manual_seed(seed)
         model = build_unet(recipe.model)
         buffers = {n for n, _ in model.named_buffers()}
-        owners = class_owners(model)
+        owners = class_owners(model, in_channels=input_channels(recipe.model.context))
         velocity: dict[str, np.ndarray] = {}
         previous_change = None
         curve, drifts = [], []
@@ -158,7 +159,12 @@ def main() -> int:
                 )
                 if args.diagnose and rnd % 2 == 0:
                     local = score_sites(
-                        model, {name: sites[name]}, split="val", device=device, amp=False
+                        model,
+                        {name: sites[name]},
+                        split="val",
+                        device=device,
+                        amp=False,
+                        context=recipe.model.context,
                     )
                     print(
                         f"  [{args.tag} s{seed} r{rnd}] local {name}: "
@@ -199,7 +205,12 @@ def main() -> int:
             )
             if rnd % 5 == 0 or rnd == rounds or (args.diagnose and rnd % 2 == 0):
                 val = score_sites(
-                    model, {n: sites[n] for n in train_names}, split="val", device=device, amp=False
+                    model,
+                    {n: sites[n] for n in train_names},
+                    split="val",
+                    device=device,
+                    amp=False,
+                    context=recipe.model.context,
                 )
                 curve.append((rnd, val))
                 la = np.mean([val[n]["LA"] for n in train_names])
@@ -209,7 +220,9 @@ def main() -> int:
                     f"  A/LA {val['A']['LA']:.3f}",
                     flush=True,
                 )
-        test = score_sites(model, sites, split="test", device=device, amp=False)
+        test = score_sites(
+            model, sites, split="test", device=device, amp=False, context=recipe.model.context
+        )
         result = {
             "tag": args.tag,
             "seed": seed,

@@ -71,8 +71,9 @@ def main() -> int:
                   f"{r['b_closer']} | {r['a_closer']} |")  # fmt: skip
     r = paired(pooled_a, pooled_b)
     tie = "" if r["low"] > 0 or r["high"] < 0 else " (tie)"
+    interval = f"({r['low']:+.2f} .. {r['high']:+.2f}){tie}"
     print(f"| all | {r['cases']} | {r['mae_a']:.2f} | {r['mae_b']:.2f} | {r['difference']:+.2f} "
-          f"({r['low']:+.2f} .. {r['high']:+.2f}){tie} | {r['b_closer']} | {r['a_closer']} |")  # fmt: skip
+          f"{interval} | {r['b_closer']} | {r['a_closer']} |")  # fmt: skip
     return 0 if math.isfinite(r["difference"]) else 1
 
 

@@ -27,12 +27,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common.data.context import Context, model_input  # noqa: E402
-from common.data.preprocess import normalise, resize_image, resize_labels  # noqa: E402
-from common.data.synthetic.generator import case_seed, generate_recording  # noqa: E402
-from common.data.synthetic.vendors import TRAINING_VENDORS, get_vendor  # noqa: E402
-from common.measure.recording import measure  # noqa: E402
-from common.training.model import ModelConfig, build_unet  # noqa: E402
+from common.data.context import Context, model_input
+from common.data.preprocess import normalise, resize_image, resize_labels
+from common.data.synthetic.generator import case_seed, generate_recording
+from common.data.synthetic.vendors import TRAINING_VENDORS, get_vendor
+from common.measure.recording import measure
+from common.training.model import ModelConfig, build_unet
 
 CONTEXTS: tuple[Context, ...] = ("none", "partner")
 
@@ -65,9 +65,7 @@ def train(context: Context, data: list[dict], steps: int, seed: int) -> torch.nn
         x, y = inputs[idx], labels[idx]
         if rng.random() < 0.5:
             x, y = x[..., ::-1], y[..., ::-1]
-        loss = F.cross_entropy(
-            model(torch.from_numpy(x.copy())), torch.from_numpy(y.copy()).long()
-        )
+        loss = F.cross_entropy(model(torch.from_numpy(x.copy())), torch.from_numpy(y.copy()).long())
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

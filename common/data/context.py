@@ -4,7 +4,7 @@ With ``context = "partner"`` the U-Net's input has two channels: the frame to se
 frame of the same recording (same case and view) that differs most from it, the mean squared
 difference of the two normalised images, each first averaged over 4 x 4 pixel blocks (speckle
 does not decide). For an ED / ES pair that is the other phase; in a clip it is, for ED, the
-frame of end systole and for ES the one of end diastole. What does not move between the two
+frame of end systole and for ES a diastolic one. What does not move between the two
 (stationary near-field clutter, acoustic dropout, shadows) looks the same in both channels, and
 the moving endocardium does not: an echocardiographer reads a hazy wall from the loop, not from
 one still frame, for the same reason. A recording with one frame is its own partner (the

@@ -55,7 +55,8 @@ class Augmentation(BaseModel):
     def __call__(
         self, images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (B, 1, H, W) float, masks (B, H, W) integer -> augmented copies."""
+        """images (B, C, H, W) float (C channels transformed alike), masks (B, H, W) integer ->
+        augmented copies."""
         b = images.shape[0]
 
         def uniform(limit: float) -> torch.Tensor:
@@ -108,7 +109,7 @@ class Augmentation(BaseModel):
 
 
 def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Each image of (B, 1, H, W) blurred with its own sigma (pixels; 0 leaves it as it is),
+    """Each image of (B, C, H, W) blurred with its own sigma (pixels; 0 leaves it as it is),
     separably, in one grouped convolution per axis."""
     b = images.shape[0]
     radius = max(1, math.ceil(3 * float(sigma.max())))

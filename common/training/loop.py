@@ -61,7 +61,9 @@ class SegmentationTensors:
         )
 
     @classmethod
-    def from_sites(cls, sites: Sequence[SiteData], context: Context = "none") -> SegmentationTensors:
+    def from_sites(
+        cls, sites: Sequence[SiteData], context: Context = "none"
+    ) -> SegmentationTensors:
         """Concatenate sites (the centralised pool, or a single site), each frame with the input
         ``context`` the model takes (the recipe's ``model.context``): a partner frame is taken
         from the same site, case and view."""
