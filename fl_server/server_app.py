@@ -33,7 +33,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from common.audit import AuditLog
-from common.data.context import input_channels
 from common.errors import ConfigError, DataError
 from common.federation import protocol
 from common.federation.protocol import EvaluateInstruction, TrainInstruction
@@ -451,11 +450,7 @@ def mean_rule(settings: RunSettings) -> MeanRule:
     model = build_unet(recipe.model)
     rule = recipe.aggregation
     return MeanRule(
-        owners=class_owners(
-            model,
-            size=2 * required_divisor(recipe.model),
-            in_channels=input_channels(recipe.model.context),
-        ),
+        owners=class_owners(model, size=2 * required_divisor(recipe.model)),
         label_aware=rule.effective_label_aware,
         step_normalised=rule.effective_step_normalised,
         buffers=(

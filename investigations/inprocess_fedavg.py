@@ -26,7 +26,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.config import read_toml
 from common.data.cache import load_site_cached
-from common.data.context import input_channels
 from common.federation.protocol import TrainInstruction
 from common.federation.site_round import train_site
 from common.labels import partially_labelled
@@ -140,7 +139,7 @@ def main() -> int:
         torch.manual_seed(seed)
         model = build_unet(recipe.model)
         buffers = {n for n, _ in model.named_buffers()}
-        owners = class_owners(model, in_channels=input_channels(recipe.model.context))
+        owners = class_owners(model)
         velocity: dict[str, np.ndarray] = {}
         previous_change = None
         curve, drifts = [], []

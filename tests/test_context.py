@@ -113,7 +113,7 @@ def test_the_network_takes_two_channels_and_its_class_slices_are_found() -> None
     first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert first.in_channels == 2
     assert model(torch.zeros(1, 2, 32, 32)).shape == (1, 4, 32, 32)
-    owners = class_owners(model, in_channels=2)
+    owners = class_owners(model)  # probed with the two channels its first convolution takes
     owned = {k for k, v in owners.items() if (v != SHARED).any()}
     assert owned and all(k.startswith("model.2") for k in owned)  # the last block's filters
 

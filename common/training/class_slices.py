@@ -33,17 +33,16 @@ def _buffer_owners(model: nn.Module, owners: dict[str, np.ndarray]) -> None:
                 )
 
 
-def class_owners(
-    model: nn.Module, *, size: int = 32, trials: int = 2, in_channels: int = 1
-) -> dict[str, np.ndarray]:
+def class_owners(model: nn.Module, *, size: int = 32, trials: int = 2) -> dict[str, np.ndarray]:
     """``state-dict name -> int array`` of the tensor's shape: the class an element belongs to,
     or :data:`SHARED`. ``size``: side of the random probe images (a multiple of the network's
-    downsampling); ``in_channels``: the network's input channels; the model itself is not
-    changed."""
+    downsampling), with as many channels as the network's first convolution takes; the model
+    itself is not changed."""
     probe = copy.deepcopy(model).train()
     params = dict(probe.named_parameters())
     generator = torch.Generator().manual_seed(0)
     influence: dict[str, torch.Tensor] | None = None
+    in_channels = next(m for m in probe.modules() if isinstance(m, nn.Conv2d)).in_channels
     for _ in range(trials):
         x = torch.randn(2, in_channels, size, size, generator=generator)
         out = probe(x)
